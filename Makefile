@@ -1,0 +1,44 @@
+# Two commands for a fresh Debian machine: `make demo` and `make test`.
+# Everything they need is installed here, into .venv (Python) and via apt (mosquitto).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO   := .cache/demo
+
+.PHONY: demo test lint bench bench-convert broker clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# The MQTT broker the tests and the demo talk to (Debian package).
+broker:
+	@command -v mosquitto >/dev/null 2>&1 || ( $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null )
+
+test: $(STAMP) broker
+	$(BIN)/ruff check edge_runtime converter tests benchmarks
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check edge_runtime converter tests benchmarks
+
+# Convert the sample activity model (a 1-D CNN trained on a real IMU data set) and show the report.
+demo: $(STAMP)
+	$(BIN)/python -m converter.samples activity $(DEMO)
+	$(BIN)/edge-convert $(DEMO)/activity.onnx -o $(DEMO)/activity.bundle --target x86_64 \
+	  --card $(DEMO)/activity.card.yaml --calibration $(DEMO)/activity.calibration.npz \
+	  --eval $(DEMO)/activity.eval.npz
+	$(BIN)/edge-convert inspect $(DEMO)/activity.bundle
+
+bench: bench-convert
+
+bench-convert: $(STAMP)
+	$(BIN)/python benchmarks/convert.py --write docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

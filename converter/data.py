@@ -1,0 +1,115 @@
+"""Calibration and evaluation data (``DATA.npz``): one array per model input, optional integer labels ``y``."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from converter.errors import ConversionError
+from converter.model_info import TensorInfo
+
+
+@dataclass
+class Dataset:
+    """Model-ready inputs (by input name, batch first) and optional class labels."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    source: str
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def batches(self, size: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(self), size):
+            yield {name: array[start : start + size] for name, array in self.inputs.items()}
+
+    def subset(self, index: np.ndarray | slice) -> Dataset:
+        labels = None if self.labels is None else self.labels[index]
+        return Dataset({name: array[index] for name, array in self.inputs.items()}, labels, self.source)
+
+    def first(self) -> dict[str, np.ndarray]:
+        return {name: array[:1] for name, array in self.inputs.items()}
+
+
+_FLOAT_KINDS = {"float16", "float32", "float64"}
+
+
+def _fit_dtype(path: Path, name: str, array: np.ndarray, expected: str) -> np.ndarray:
+    """Accept the model's dtype, or another float width for a float input; refuse anything else."""
+    if str(array.dtype) == expected:
+        return array
+    if expected in _FLOAT_KINDS and str(array.dtype) in _FLOAT_KINDS:
+        return array.astype(expected)
+    raise ConversionError(f"{path}: input '{name}' has dtype {array.dtype}, but the model expects {expected}")
+
+
+def _fit_shape(path: Path, name: str, array: np.ndarray, info: TensorInfo) -> None:
+    expected = info.shape
+    if array.ndim != len(expected):
+        raise ConversionError(
+            f"{path}: input '{name}' has shape {list(array.shape)} ({array.ndim} dimensions), "
+            f"but the model expects {info.shape_text()} ({len(expected)} dimensions, batch first)"
+        )
+    for axis, (given, wanted) in enumerate(zip(array.shape[1:], expected[1:], strict=True), start=1):
+        if isinstance(wanted, int) and given != wanted:
+            raise ConversionError(
+                f"{path}: input '{name}' has shape {list(array.shape)}, but the model expects "
+                f"{info.shape_text()} (dimension {axis} is {given}, expected {wanted})"
+            )
+    if isinstance(expected[0], int) and expected[0] not in (1, array.shape[0]):
+        raise ConversionError(
+            f"{path}: input '{name}' has {array.shape[0]} samples but the model's batch is fixed at {expected[0]}"
+        )
+
+
+def load_dataset(path: str | Path, inputs: list[TensorInfo], *, what: str) -> Dataset:
+    """Read and check an npz against the model inputs; every problem names the input, expected and given."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{what} data not found: {path}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ConversionError(f"{path}: not a readable .npz file ({exc})") from None
+    names = [info.name for info in inputs]
+    if len(inputs) == 1 and names[0] not in arrays and "x" in arrays:
+        arrays[names[0]] = arrays.pop("x")
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        keys = ", ".join(sorted(arrays)) or "none"
+        hint = " (or 'x' for a single-input model)" if len(inputs) == 1 else ""
+        raise ConversionError(f"{path}: no array for model input(s) {', '.join(missing)}{hint}; the file has: {keys}")
+    unknown = sorted(set(arrays) - set(names) - {"y"})
+    if unknown:
+        raise ConversionError(f"{path}: arrays {', '.join(unknown)} match no model input ({', '.join(names)})")
+    model_inputs: dict[str, np.ndarray] = {}
+    for info in inputs:
+        array = _fit_dtype(path, info.name, arrays[info.name], info.dtype)
+        _fit_shape(path, info.name, array, info)
+        if array.dtype.kind == "f":
+            bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+            if bad.any():
+                raise ConversionError(
+                    f"{path}: input '{info.name}' has NaN or infinite values in {int(bad.sum())} of "
+                    f"{len(array)} samples (first: sample {int(np.argmax(bad))}); clean the data first"
+                )
+        model_inputs[info.name] = np.ascontiguousarray(array)
+    counts = {len(array) for array in model_inputs.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise ConversionError(f"{path}: inputs must have the same, non-zero number of samples; got {counts}")
+    labels = arrays.get("y")
+    if labels is not None:
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ConversionError(
+                f"{path}: 'y' must be a 1-D array of integer class labels, got {labels.dtype} {list(labels.shape)}"
+            )
+        if len(labels) != counts.pop():
+            raise ConversionError(f"{path}: 'y' has {len(labels)} labels for {len(arrays[names[0]])} samples")
+        labels = labels.astype(np.int64)
+    return Dataset(model_inputs, labels, str(path))

@@ -1,0 +1,133 @@
+"""The verification report: stage by stage, what each pass did to size, latency and accuracy.
+
+Kept as plain data so the same report goes into the bundle as JSON and onto the terminal as a table.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class StageResult:
+    """One row of the report: the model as it stood after a pass."""
+
+    stage: str
+    precision: str
+    size_bytes: int
+    nodes: int
+    accuracy: float | None = None
+    agreement: float | None = None
+    cosine_mean: float | None = None
+    latency_ms: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    model: str
+    target: str
+    host: str = field(default_factory=platform.machine)
+    latency_measured_on: str = ""
+    eval_source: str = ""
+    eval_samples: int = 0
+    stages: list[StageResult] = field(default_factory=list)
+    passes: dict[str, str] = field(default_factory=dict)
+    calibration: list[dict] = field(default_factory=list)
+    excluded_nodes: list[str] = field(default_factory=list)
+    gate: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    final_stage: str = ""
+
+    def add_stage(self, stage: StageResult) -> StageResult:
+        self.stages.append(stage)
+        return stage
+
+    def stage(self, name: str) -> StageResult:
+        return next(stage for stage in self.stages if stage.stage == name)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1024:.1f} KiB" if num_bytes < 1024 * 1024 else f"{num_bytes / 2**20:.2f} MiB"
+
+
+def render_report(report: dict, console: Console) -> None:
+    """Print a report dict (as stored in a bundle) as a table plus its decisions and notes."""
+    stages = report.get("stages", [])
+    title = f"{report['model']} for {report['target']}"
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "stage",
+        "precision",
+        "size",
+        "nodes",
+        "latency",
+        "speed-up",
+        "accuracy",
+        "cost",
+        "agreement",
+        "cosine",
+    ):
+        table.add_column(column, justify="left" if column in ("stage", "precision") else "right")
+    base_latency = stages[0].get("latency_ms") if stages else None
+    previous_accuracy = None
+    for stage in stages:
+        latency = stage.get("latency_ms")
+        speedup = f"{base_latency / latency:.2f}x" if latency and base_latency else "-"
+        accuracy = stage.get("accuracy")
+        cost = "-"
+        if accuracy is not None and previous_accuracy is not None:
+            cost = f"{(previous_accuracy - accuracy) * 100:+.2f} pt"
+        if accuracy is not None:
+            previous_accuracy = accuracy
+        marker = " *" if stage["stage"] == report.get("final_stage") else ""
+        table.add_row(
+            stage["stage"] + marker,
+            stage["precision"],
+            _size(stage["size_bytes"]),
+            str(stage["nodes"]),
+            "-" if latency is None else f"{latency:.3f} ms",
+            speedup,
+            _percent(accuracy),
+            cost,
+            _percent(stage.get("agreement")),
+            "-" if stage.get("cosine_mean") is None else f"{stage['cosine_mean']:.5f}",
+        )
+    console.print(table)
+    console.print(
+        f"* = the model in the bundle. Accuracy and agreement on {report.get('eval_samples', 0)} samples of "
+        f"{report.get('eval_source') or '-'}; 'cost' = accuracy points lost by that stage. Latency: batch 1, median, "
+        f"{report.get('latency_measured_on') or 'not measured'}."
+    )
+    passes = report.get("passes", {})
+    if passes:
+        console.print("passes: " + ", ".join(f"{name} {state}" for name, state in passes.items()))
+    for trial in report.get("calibration", []):
+        chosen = "  <- chosen" if trial.get("chosen") else ""
+        agreement = _percent(trial.get("agreement"))
+        console.print(
+            f"calibration {trial['method']:<10} held-out agreement {agreement}, cosine {trial['cosine_mean']:.5f}"
+            f"{chosen}"
+        )
+    if report.get("excluded_nodes"):
+        console.print(f"left in float (most sensitive): {', '.join(report['excluded_nodes'])}")
+    gate = report.get("gate") or {}
+    if gate:
+        verdict = "passed" if gate.get("passed") else "FAILED"
+        console.print(
+            f"accuracy gate {verdict}: {gate['basis']} lost {gate['loss'] * 100:.2f} pt, "
+            f"allowed {gate['max_accuracy_drop'] * 100:.2f} pt"
+        )
+    for note in report.get("notes", []):
+        console.print(f"note: {note}")

@@ -7,6 +7,8 @@ habit; when the accuracy gate fails, `sensitive_nodes` ranks nodes by how much s
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
@@ -108,7 +110,12 @@ def quantize_int8(
 ) -> onnx.ModelProto:
     """One run of onnxruntime's static quantizer; the model is written to and read from a temporary folder."""
     logging.getLogger("root").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="edge-quantize-") as workdir:
+    if method != "minmax":
+        batch_size = 1  # the histogram calibrators stack per-batch arrays and need equal batch sizes
+    with (
+        tempfile.TemporaryDirectory(prefix="edge-quantize-") as workdir,
+        contextlib.redirect_stdout(io.StringIO()),  # the calibrators print progress to stdout
+    ):
         source, target = Path(workdir) / "float.onnx", Path(workdir) / "int8.onnx"
         onnx.save(model, str(source))
         quantize_static(

@@ -1,0 +1,152 @@
+"""Benchmark: fp32 vs onnxruntime's quantize_static with default arguments vs edge-convert, in one run.
+
+    python benchmarks/convert.py [--target x86_64] [--write docs/benchmarks.md]
+
+For each sample model (trained here on package-shipped data): model size, batch-1 latency at 1 thread (median of
+interleaved runs, so all three share the machine's state) and accuracy on the held-out split. The peer is what a
+user would try by hand: `quantize_static(model, out, reader)` with every argument left at its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import quantize_static
+from rich.console import Console
+
+from converter.data import load_dataset
+from converter.evaluate import accuracy
+from converter.measure import measure_latencies
+from converter.passes.check import model_inputs
+from converter.passes.quantize import DatasetReader
+from converter.pipeline import ConvertOptions, convert
+from converter.runner import make_session, run_dataset
+from converter.samples import build_sample
+from edge_runtime.bundle import read_bundle
+
+MARK_START, MARK_END = "<!-- bench:convert:start -->", "<!-- bench:convert:end -->"
+
+
+def _peer_default(model_path: Path, calibration, workdir: Path) -> onnx.ModelProto:
+    """onnxruntime's quantize_static as a user would call it: QDQ, signed int8 activations, per-tensor, MinMax."""
+    target = workdir / "peer.onnx"
+    quantize_static(str(model_path), str(target), DatasetReader(calibration, 1))
+    return onnx.load(str(target))
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def bench_sample(name: str, target: str, console: Console) -> list[dict]:
+    sample = build_sample(name)
+    original = onnx.load(str(sample.onnx_path))
+    inputs = model_inputs(original)
+    calibration = load_dataset(sample.calibration_path, inputs, what="calibration")
+    evaluation = load_dataset(sample.eval_path, inputs, what="evaluation")
+    with tempfile.TemporaryDirectory(prefix="bench-convert-") as folder:
+        workdir = Path(folder)
+        peer = _peer_default(sample.onnx_path, calibration, workdir)
+        bundle_path = workdir / f"{name}.bundle"
+        options = ConvertOptions(
+            model=sample.onnx_path,
+            output=bundle_path,
+            target=target,
+            card=sample.card_path,
+            calibration=sample.calibration_path,
+            evaluation=sample.eval_path,
+        )
+        result = convert(options, Console(stderr=True, quiet=True))
+        converted = onnx.load_from_string(read_bundle(bundle_path).model_bytes())
+    models = {"fp32": original, "quantize_static defaults": peer, "edge-convert": converted}
+    latencies = measure_latencies(models, evaluation.first(), threads=1, rounds=40, runs_per_round=25, budget_s=60)
+    rows = []
+    for label, model in models.items():
+        outputs = run_dataset(make_session(model), evaluation)
+        scores = next(iter(outputs.values()))
+        rows.append(
+            {
+                "model": name,
+                "variant": label,
+                "size": model.ByteSize(),
+                "latency_ms": latencies[label].median_ms,
+                "accuracy": accuracy(scores, evaluation.labels),
+                "precision": result.manifest.model.precision if label == "edge-convert" else None,
+                "notes": "; ".join(result.report.notes) if label == "edge-convert" else "",
+            }
+        )
+    console.print(f"[{name}] done", highlight=False)
+    return rows
+
+
+def render(rows: list[dict], command: str, target: str) -> str:
+    lines = [
+        f"Command: `{command}`  ",
+        f"Date: {datetime.date.today().isoformat()}; machine: {_cpu_name()}, {platform.machine()}, "
+        f"onnxruntime {ort.__version__}, onnx {onnx.__version__}, Python {platform.python_version()}; "
+        f"target board file: `{target}`. Latency: batch 1, 1 thread, median of interleaved runs.",
+        "",
+        "| model | variant | size | latency (ms) | speed-up vs fp32 | vs quantize_static defaults | size vs fp32 "
+        "| accuracy | Δ accuracy (pt) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_model: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_model.setdefault(row["model"], {})[row["variant"]] = row
+    for model, variants in by_model.items():
+        fp32, peer = variants["fp32"], variants["quantize_static defaults"]
+        for label, row in variants.items():
+            lines.append(
+                f"| {model} | {label}{' (' + row['precision'] + ')' if row['precision'] else ''} "
+                f"| {row['size'] / 1024:.1f} KiB | {row['latency_ms']:.3f} "
+                f"| {fp32['latency_ms'] / row['latency_ms']:.2f}x | {peer['latency_ms'] / row['latency_ms']:.2f}x "
+                f"| {row['size'] / fp32['size']:.2f}x | {row['accuracy'] * 100:.2f}% "
+                f"| {(row['accuracy'] - fp32['accuracy']) * 100:+.2f} |"
+            )
+    notes = [f"- {row['model']}: {row['notes']}" for row in rows if row["notes"]]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def write_section(path: Path, text: str) -> None:
+    body = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"{MARK_START}\n{text}\n{MARK_END}"
+    if MARK_START in body:
+        body = re.sub(re.escape(MARK_START) + r".*?" + re.escape(MARK_END), lambda _: section, body, flags=re.S)
+    else:
+        body = body.rstrip() + "\n\n## Converter (`benchmarks/convert.py`)\n\n" + section + "\n"
+    path.write_text(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="x86_64")
+    parser.add_argument("--models", default="digits,activity")
+    parser.add_argument("--write", type=Path, help="replace the converter section of this markdown file")
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    rows = []
+    for name in args.models.split(","):
+        rows += bench_sample(name.strip(), args.target, console)
+    command = "python benchmarks/convert.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = render(rows, command.strip(), args.target)
+    print(text)
+    if args.write:
+        write_section(args.write, text)
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    raise SystemExit(main())

@@ -11,7 +11,8 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -81,32 +82,48 @@ def read_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple, int]]:
     return data, lines
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    """The field names (YAML keys) a model accepts at `loc`, for did-you-mean suggestions."""
+def _members(annotation: Any) -> list[tuple[str | None, Any]]:
+    """(tag, type) for each alternative of an annotation: unions split, Annotated[..., Tag(x)] tagged."""
+    from pydantic import Tag
+
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        inner, *metadata = get_args(annotation)
+        tag = next((item.tag for item in metadata if isinstance(item, Tag)), None)
+        return [(tag or found_tag, found) for found_tag, found in _members(inner)]
+    if origin in (Union, UnionType):
+        return [member for arg in get_args(annotation) for member in _members(arg)]
+    return [(None, annotation)]
+
+
+def _walk(model: type[BaseModel], loc: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], Any]:
+    """Follow an error location through the models: drop union tags and list indexes' noise.
+
+    Returns the location as the user wrote it in YAML and the model type found at its end (or None).
+    """
+    clean: list[str | int] = []
     current: Any = model
+    pending: list[tuple[str | None, Any]] = [(None, model)]
     for part in loc:
+        models = [member for _, member in pending if isinstance(member, type) and issubclass(member, BaseModel)]
         if isinstance(part, int):
+            clean.append(part)
+            pending = [(t, a) for _, m in pending for arg in get_args(m) for t, a in _members(arg)] or pending
             continue
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
-            return []
-        annotation = fields[part].annotation
-        current = _unwrap_model(annotation)
-        if current is None:
-            return []
-    fields = getattr(current, "model_fields", None)
-    return [info.alias or name for name, info in fields.items()] if fields else []
-
-
-def _unwrap_model(annotation: Any) -> Any:
-    """Find the pydantic model inside Optional[...], list[...] or a plain annotation."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _unwrap_model(arg)
-        if found is not None:
-            return found
-    return None
+        tagged = [member for tag, member in pending if tag == part]
+        if tagged:  # pydantic puts the tag of a discriminated union into the location; YAML has no such key
+            pending = [(None, tagged[0])]
+            continue
+        clean.append(part)
+        owner = next((m for m in models if part in m.model_fields), None)
+        if owner is None:
+            return tuple(clean), None
+        pending = _members(owner.model_fields[part].annotation)
+    current = next((m for _, m in pending if isinstance(m, type) and issubclass(m, BaseModel)), None)
+    if current is None:
+        inner = [a for _, m in pending for arg in get_args(m) for _, a in _members(arg)]
+        current = next((m for m in inner if isinstance(m, type) and issubclass(m, BaseModel)), None)
+    return tuple(clean), current
 
 
 def _nearest_line(loc: tuple, lines: Mapping[tuple, int]) -> int | None:
@@ -122,12 +139,18 @@ def describe_errors(
     """Turn a pydantic ValidationError into `[file:line] key.path: message` lines with suggestions."""
     problems = []
     for item in error.errors():
-        loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and "[" in part))
+        raw = tuple(part for part in item["loc"] if not (isinstance(part, str) and "[" in part))
+        if item["type"] == "extra_forbidden":
+            parent, parent_model = _walk(model, raw[:-1])
+            loc = (*parent, raw[-1])
+        else:
+            loc, _ = _walk(model, raw)
         key = ".".join(str(part) for part in loc) or "(top level)"
         line = _nearest_line(loc, lines)
         where = f"{path}:{line}" if line else str(path)
         if item["type"] == "extra_forbidden":
-            allowed = _fields_at(model, loc[:-1])
+            fields = getattr(parent_model, "model_fields", None) or {}
+            allowed = [info.alias or name for name, info in fields.items()]
             message = "unknown key"
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
             if close:

@@ -1,0 +1,44 @@
+"""``python -m converter.samples NAME OUTDIR``: put a sample model's four files where a person wants them.
+
+The demo uses it to get an ONNX model, its card and its calibration/eval data in one step; the files come
+from the build cache, so only the first run trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from . import SAMPLE_NAMES, SampleModel, build_sample
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m converter.samples",
+        description="Train (once, cached) a sample model on a package-shipped data set and copy its files.",
+    )
+    parser.add_argument(
+        "name", choices=SAMPLE_NAMES, metavar="NAME", help=f"one of: {', '.join(SAMPLE_NAMES)}"
+    )
+    parser.add_argument("outdir", type=Path, metavar="OUTDIR", help="folder to copy the files into")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="build cache (default: $EDGE_CACHE_DIR or .cache/models)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sample = build_sample(args.name, cache_dir=args.cache_dir)
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    target = SampleModel.in_directory(args.outdir, args.name)
+    for source, destination in zip(sample.paths, target.paths, strict=True):
+        shutil.copyfile(source, destination)
+        print(destination)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 
+PASS_ORDER = ["check", "fuse", "quantize", "verify", "reference"]
+
+
 @dataclass
 class StageResult:
     """One row of the report: the model as it stood after a pass."""
@@ -111,8 +114,9 @@ def render_report(report: dict, console: Console) -> None:
         f"{report.get('latency_measured_on') or 'not measured'}."
     )
     passes = report.get("passes", {})
-    if passes:
-        console.print("passes: " + ", ".join(f"{name} {state}" for name, state in passes.items()))
+    if passes:  # the manifest stores keys sorted; show them in pipeline order
+        ordered = sorted(passes, key=lambda name: PASS_ORDER.index(name) if name in PASS_ORDER else len(PASS_ORDER))
+        console.print("passes: " + ", ".join(f"{name} {passes[name]}" for name in ordered))
     for trial in report.get("calibration", []):
         chosen = "  <- chosen" if trial.get("chosen") else ""
         agreement = _percent(trial.get("agreement"))

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-
 PASS_ORDER = ["check", "fuse", "quantize", "verify", "reference"]
 
 

@@ -21,19 +21,16 @@ broker:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null )
 
 test: $(STAMP) broker
-	$(BIN)/ruff check edge_runtime converter tests benchmarks
+	$(BIN)/ruff check edge_runtime converter tests benchmarks scripts
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check edge_runtime converter tests benchmarks
+	$(BIN)/ruff check edge_runtime converter tests benchmarks scripts
 
-# Convert the sample activity model (a 1-D CNN trained on a real IMU data set) and show the report.
+# Train and convert the sample activity model (a 1-D CNN on a real IMU data set), start a local broker,
+# run the daemon on the replayed held-out recordings and show the predictions arriving.
 demo: $(STAMP)
-	$(BIN)/python -m converter.samples activity $(DEMO)
-	$(BIN)/edge-convert $(DEMO)/activity.onnx -o $(DEMO)/activity.bundle --target x86_64 \
-	  --card $(DEMO)/activity.card.yaml --calibration $(DEMO)/activity.calibration.npz \
-	  --eval $(DEMO)/activity.eval.npz
-	$(BIN)/edge-convert inspect $(DEMO)/activity.bundle
+	$(BIN)/python scripts/demo.py --workdir $(DEMO)
 
 bench: bench-convert
 

@@ -17,3 +17,9 @@ def activity_sample() -> SampleModel:
 def digits_sample() -> SampleModel:
     """The digits ResNet (trains in about a minute on the first run)."""
     return build_sample("digits")
+
+
+@pytest.fixture(scope="session")
+def activity_wide_sample() -> SampleModel:
+    """The same 1-D CNN made wide enough for about 1 ms per window (the daemon benchmark's model)."""
+    return build_sample("activity_wide")

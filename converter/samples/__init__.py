@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_NAMES: tuple[str, ...] = ("activity", "digits")
+SAMPLE_NAMES: tuple[str, ...] = ("activity", "activity_wide", "digits")
 #: Calibration sets are capped: enough for stable activation ranges, small enough for fast quantization.
 MAX_CALIBRATION = 512
 

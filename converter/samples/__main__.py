@@ -24,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("outdir", type=Path, metavar="OUTDIR", help="folder to copy the files into")
     parser.add_argument(
+        "--recording",
+        action="store_true",
+        help="also write NAME.recording.csv, the held-out sensor stream in class runs (activity only)",
+    )
+    parser.add_argument(
         "--cache-dir", type=Path, default=None, help="build cache (default: $EDGE_CACHE_DIR or .cache/models)"
     )
     return parser
@@ -37,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     for source, destination in zip(sample.paths, target.paths, strict=True):
         shutil.copyfile(source, destination)
         print(destination)
+    if args.recording:
+        if args.name != "activity":
+            print("only the activity sample has a sensor recording", file=sys.stderr)
+            return 2
+        from .recording import write_activity_recording
+
+        print(write_activity_recording(args.outdir / "activity.recording.csv"))
     return 0
 
 

@@ -16,7 +16,7 @@ from .datasets import BASIC_MOTIONS_CHANNELS, BASIC_MOTIONS_RATE_HZ, load_basic_
 from .training import TrainConfig, accuracy, train_classifier
 
 #: Bump when anything below changes the trained model or its files; it is part of the cache key.
-SAMPLE_VERSION = 2
+SAMPLE_VERSION = 3
 NAME = "activity"
 WINDOW = 50  # 5 s at 10 Hz
 HOP = 10  # one inference per second on the device; also 6 windows per 100-sample recording
@@ -49,7 +49,7 @@ def sliding_windows(recordings: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
     return windows.reshape(-1, *windows.shape[2:]), np.repeat(labels, per_recording)
 
 
-def train() -> TrainedSample:
+def train(name: str = NAME, widths: tuple[int, ...] = WIDTHS, kernel: int = KERNEL) -> TrainedSample:
     """Train on the BasicMotions train recordings; calibrate on them, evaluate on the test recordings."""
     data = load_basic_motions()
     # Statistics over every sample of every training recording, per channel: what the device will apply.
@@ -66,13 +66,17 @@ def train() -> TrainedSample:
     x_test, y_test = sliding_windows(normalize(data.x_test), data.y_test)
     torch.manual_seed(TRAIN_CONFIG.seed)
     model = train_classifier(
-        ActivityNet(len(BASIC_MOTIONS_CHANNELS), len(data.label_names)), x_train, y_train, TRAIN_CONFIG
+        ActivityNet(len(BASIC_MOTIONS_CHANNELS), len(data.label_names), widths, kernel),
+        x_train,
+        y_train,
+        TRAIN_CONFIG,
     )
     card = {
-        "name": NAME,
+        "name": name,
         "version": str(SAMPLE_VERSION),
         "description": (
-            "1-D CNN on BasicMotions (sktime): smartwatch accelerometer + gyroscope at 10 Hz, 5 s windows. "
+            f"1-D CNN ({'/'.join(map(str, widths))} channels, kernel {kernel}) on BasicMotions (sktime): "
+            "smartwatch accelerometer + gyroscope at 10 Hz, 5 s windows. "
             f"Test accuracy (torch, float32): {accuracy(model, x_test, y_test):.3f}."
         ),
         "labels": list(data.label_names),

@@ -3,14 +3,31 @@
 ai-edge-litert is preferred: tflite-runtime 2.14 (its last release) fails with numpy 2 when an Interpreter is
 created. Quantized (int8/uint8) inputs and outputs are converted with the tensors' own scale and zero point,
 so callers always feed and read float32.
+
+As a backend plugin (`open_backend`), delegates (libedgetpu.so.1, an NPU's external delegate) are tried in the
+user's order; the first that loads and lets the model allocate its tensors runs it. Without one the model
+runs on the CPU, where ai-edge-litert applies XNNPACK by default. Every delegate that failed is recorded with
+its reason, so a missing accelerator shows up as a degraded backend instead of a silent slowdown.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from edge_runtime.backends import Attempt, AttemptsFailed
+from edge_runtime.backends.base import BackendUnavailable, LoadedBackend
+from edge_runtime.board import Board
+from edge_runtime.config import TfliteBackendConfig
+
+NAME = "tflite"
+
+_log = logging.getLogger(__name__)
 
 
 class TfliteUnavailable(ImportError):
@@ -109,3 +126,117 @@ class TfliteModel:
             return self._run_batch(feed)
         rows = [self._run_batch({name: value[i : i + 1] for name, value in feed.items()}) for i in range(batch)]
         return [np.concatenate(parts) for parts in zip(*rows, strict=True)]
+
+
+# -- the backend plugin --------------------------------------------------------------------------------------
+def check_installed() -> None:
+    """Raise BackendUnavailable when neither ai_edge_litert nor tflite_runtime can be imported."""
+    try:
+        interpreter_class()
+    except TfliteUnavailable as exc:
+        raise BackendUnavailable(str(exc)) from None
+
+
+def delegate_loader(package: str) -> Callable[..., Any]:
+    """`load_delegate` of the interpreter package in use (a delegate must come from the same package)."""
+    if package == "ai_edge_litert":
+        from ai_edge_litert.interpreter import load_delegate
+    else:
+        from tflite_runtime.interpreter import load_delegate
+    return load_delegate
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _library_problem(path: str) -> str | None:
+    """Why `path` is not a loadable external delegate library, or None if it looks like one.
+
+    Checked with ctypes before `load_delegate`: the interpreter packages' Delegate object raises from its
+    constructor and then fails again in `__del__` (an "Exception ignored" traceback on stderr) when the
+    library is missing or is not a delegate. dlopen is reference-counted, so loading it twice is harmless.
+    """
+    try:
+        library = ctypes.CDLL(path)
+    except OSError as exc:
+        return _one_line(exc)
+    for symbol in ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate"):
+        if not hasattr(library, symbol):
+            return f"not a TFLite delegate library: no {symbol}"
+    return None
+
+
+class TfliteBackend(LoadedBackend):
+    """A TfliteModel as a backend; `device` is the delegate that runs it, or the CPU."""
+
+    name = NAME
+
+    def __init__(self, model: TfliteModel, device: str, attempts: list[Attempt], threads: int):
+        self.model = model
+        self.device = device
+        self.attempts = attempts
+        self.threads = threads
+        self.input_names = [detail.name for detail in model.inputs]
+        self.output_names = [detail.name for detail in model.outputs]
+        first = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else -1
+        # The model's own batch dimension; `run` still takes bigger batches (row by row) when it is fixed.
+        self.max_batch = None if model.dynamic_batch or first <= 0 else first
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.model is None:
+            raise RuntimeError("the TFLite interpreter is closed")
+        missing = [name for name in self.input_names if name not in inputs]
+        if missing:
+            raise ValueError(f"missing input '{missing[0]}' (the model takes: {', '.join(self.input_names)})")
+        values = self.model.run({name: inputs[name] for name in self.input_names})
+        return dict(zip(self.output_names, values, strict=True))
+
+    def close(self) -> None:
+        self.model = None
+
+
+def open_backend(
+    model_bytes: bytes, config: TfliteBackendConfig, board: Board, precision: str = "fp32"
+) -> TfliteBackend:
+    """Load the model on the first configured delegate that works, else on the CPU.
+
+    `precision` is accepted for a uniform plugin signature and ignored: a .tflite file carries its own types.
+    Delegates come from `config.delegates` (default: the board's list; an empty list means CPU only).
+    """
+    try:
+        _, package = interpreter_class()
+    except TfliteUnavailable as exc:
+        raise BackendUnavailable(str(exc)) from None
+    delegates = config.delegates if config.delegates is not None else board.tflite.delegates
+    threads = config.threads or board.threads
+    load_delegate = delegate_loader(package) if delegates else None
+    attempts: list[Attempt] = []
+    for path in dict.fromkeys(delegates):
+        problem = _library_problem(path)
+        if problem is not None:
+            attempts.append(Attempt(NAME, path, f"failed to load ({problem})", is_delegate=True))
+            continue
+        try:
+            delegate = load_delegate(path)
+        except Exception as exc:  # ValueError from the plugin's create function, OSError, RuntimeError
+            attempts.append(Attempt(NAME, path, f"failed to load ({_one_line(exc)})", is_delegate=True))
+            continue
+        try:
+            model = TfliteModel(model_bytes, threads=threads, delegates=[delegate])
+        except Exception as exc:  # the delegate refused the graph: ValueError/RuntimeError from allocate_tensors
+            attempts.append(Attempt(NAME, path, f"cannot run the model ({_one_line(exc)})", is_delegate=True))
+            continue
+        attempts.append(Attempt(NAME, path, "ok", is_delegate=True))
+        return TfliteBackend(model, path, attempts, threads)
+
+    device = "cpu (XNNPACK)" if package == "ai_edge_litert" else "cpu"
+    try:
+        model = TfliteModel(model_bytes, threads=threads)
+    except Exception as exc:
+        attempts.append(Attempt(NAME, device, f"cannot load the model ({_one_line(exc)})"))
+        raise AttemptsFailed(
+            "tflite can run the model nowhere: " + "; ".join(attempt.sentence() for attempt in attempts), attempts
+        ) from None
+    attempts.append(Attempt(NAME, device, "ok"))
+    return TfliteBackend(model, device, attempts, threads)

@@ -1,0 +1,87 @@
+"""Choosing the backend that runs a model: the user's order, every attempt recorded, never a silent fallback.
+
+The order is the model's `backends` list from the config file, or else the board's (its backends that run the
+bundle's format, each with the board's providers or delegates). Whatever runs, the choice says whether it is
+the first thing asked for; if not, it is `degraded`, the reason names what failed, and a WARNING is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from edge_runtime.backends import BACKEND_FORMATS, Attempt, AttemptsFailed, load_plugin
+from edge_runtime.backends.base import BackendChoice, BackendUnavailable, LoadedBackend
+from edge_runtime.board import Board
+from edge_runtime.config import BackendConfig, OnnxRuntimeBackendConfig, TfliteBackendConfig
+
+_log = logging.getLogger("edge_runtime.backends")
+
+_CONFIG_TYPES: dict[str, type[OnnxRuntimeBackendConfig] | type[TfliteBackendConfig]] = {
+    "onnxruntime": OnnxRuntimeBackendConfig,
+    "tflite": TfliteBackendConfig,
+}
+
+
+def default_configs(board: Board, model_format: str) -> list[BackendConfig]:
+    """The board's backends that run `model_format`, in the board's order, with the board's providers/delegates."""
+    return [
+        _CONFIG_TYPES[name](type=name)
+        for name in board.backends
+        if BACKEND_FORMATS.get(name) == model_format and name in _CONFIG_TYPES
+    ]
+
+
+def _try(model_bytes: bytes, config: BackendConfig, board: Board, precision: str) -> LoadedBackend | list[Attempt]:
+    """The loaded backend, or the attempts that explain why this config cannot run the model."""
+    name = config.type
+    try:
+        plugin = load_plugin(name)
+        return plugin.open_backend(model_bytes, config, board, precision=precision)
+    except AttemptsFailed as exc:
+        return exc.attempts or [Attempt(name, None, f"unavailable ({exc})")]
+    except BackendUnavailable as exc:
+        return [Attempt(name, None, f"unavailable ({exc})")]
+
+
+def choose_backend(
+    model_bytes: bytes,
+    model_format: str,
+    configs: list[BackendConfig] | None,
+    board: Board,
+    precision: str = "fp32",
+) -> BackendChoice:
+    """Load the model on the first backend (and provider/delegate) in order that works.
+
+    Raises AttemptsFailed (a BackendUnavailable) listing every attempt when nothing can run the model.
+    """
+    if configs is None:
+        configs = default_configs(board, model_format)
+        if not configs:
+            raise BackendUnavailable(
+                f"board '{board.name}' has no backend for {model_format} models (it runs: {', '.join(board.backends)})"
+            )
+    attempts: list[Attempt] = []
+    for config in configs:
+        runs = BACKEND_FORMATS.get(config.type)
+        if runs != model_format:
+            attempts.append(Attempt(config.type, None, f"skipped (runs {runs} models, this bundle is {model_format})"))
+            continue
+        result = _try(model_bytes, config, board, precision)
+        if isinstance(result, list):
+            attempts.extend(result)
+            continue
+        attempts.extend(getattr(result, "attempts", None) or [Attempt(result.name, result.device, "ok")])
+        return _choice(result, attempts)
+    listing = "\n".join(f"  {attempt}" for attempt in attempts)
+    raise AttemptsFailed(f"no backend can run this {model_format} model; tried:\n{listing}", attempts)
+
+
+def _choice(backend: LoadedBackend, attempts: list[Attempt]) -> BackendChoice:
+    """Degraded whenever the first attempt (first config, its first provider/delegate) is not what runs."""
+    failures = [attempt.sentence() for attempt in attempts if not attempt.ok]
+    degraded = not attempts[0].ok
+    reason = None
+    if degraded:
+        reason = "; ".join(failures) + f"; running on {backend.name}:{backend.device}"
+        _log.warning("backend fallback: %s", reason)
+    return BackendChoice(backend=backend, degraded=degraded, reason=reason, attempts=[str(a) for a in attempts])

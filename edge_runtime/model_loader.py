@@ -1,0 +1,192 @@
+"""Loading a bundle onto a backend, and proving it runs the model it claims before it serves a prediction.
+
+A bundle is trusted only after every check: archive, checksums and signature (`read_bundle`), a backend that
+can run it (`choose_backend`), and the golden input reproducing the golden output on *this* device's backend
+within the manifest's tolerance. A device whose accelerator quietly computes something else (a bad delegate,
+a broken driver, a wrong build) is caught here instead of publishing wrong predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
+
+from edge_runtime.backends.base import BackendChoice, BackendUnavailable
+from edge_runtime.backends.select import choose_backend
+from edge_runtime.board import Board
+from edge_runtime.bundle import Bundle, BundleError, GoldenSpec, read_bundle
+from edge_runtime.card import ModelCard
+from edge_runtime.config import BackendConfig
+
+_log = logging.getLogger(__name__)
+
+
+class ModelLoadError(BundleError):
+    """A bundle that passed its own checks but cannot be served here (no backend, golden not reproduced)."""
+
+
+@dataclass
+class LoadedModel:
+    """A bundle running on a backend, checked against its golden output."""
+
+    name: str
+    bundle: Bundle
+    card: ModelCard | None
+    choice: BackendChoice
+    input_name: str
+    output_name: str
+    golden_max_error: float
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch (batch first) on the chosen backend; every output by name."""
+        return self.choice.backend.run(inputs)
+
+    def close(self) -> None:
+        self.choice.backend.close()
+
+    @property
+    def max_batch(self) -> int | None:
+        return self.choice.backend.max_batch
+
+    def describe(self) -> dict:
+        """What runs, from where, and how far it can be trusted: for health messages and `bench`."""
+        manifest = self.bundle.manifest
+        model_file = manifest.files.get(manifest.model.path)
+        return {
+            "name": self.name,
+            "version": manifest.version,
+            "bundle": str(self.bundle.path),
+            "model_sha256": model_file.sha256 if model_file else None,
+            "format": manifest.model.format,
+            "precision": manifest.model.precision,
+            "target_board": manifest.target.board,
+            "target_arch": manifest.target.arch,
+            "signature": self.bundle.signature_status,
+            "max_batch": self.max_batch,
+            "golden_max_error": self.golden_max_error,
+            "backend": self.choice.describe(),
+        }
+
+
+def _card(bundle: Bundle) -> ModelCard | None:
+    if bundle.manifest.card is None:
+        return None
+    try:
+        return ModelCard.model_validate(bundle.manifest.card)
+    except ValidationError as exc:
+        raise ModelLoadError(f"{bundle.path}: the model card in the manifest is invalid: {exc}") from None
+
+
+def _warn_other_target(bundle: Bundle, board: Board) -> None:
+    """A bundle is tuned for its target (activation signedness, fast operators): elsewhere it runs, maybe slower."""
+    target = bundle.manifest.target
+    if target.board != board.name or target.arch != board.arch:
+        _log.warning(
+            "%s was built for board '%s' (%s) but this board is '%s' (%s): it is loaded, but its quantization "
+            "was chosen for the other board, so it may run slower; convert it with --target %s",
+            bundle.path,
+            target.board,
+            target.arch,
+            board.name,
+            board.arch,
+            board.name,
+        )
+
+
+def golden_error(
+    actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], spec: GoldenSpec, primary: str
+) -> tuple[float, str | None]:
+    """The largest absolute error over all golden outputs, and what does not match (None if all do).
+
+    np.allclose semantics per output (|actual - expected| <= atol + rtol * |expected|); with `top1_must_match`
+    the argmax of every row of the primary output must be the same too.
+    """
+    worst = 0.0
+    for name, want in expected.items():
+        if name not in actual:
+            return worst, f"output '{name}' is missing"
+        got = np.asarray(actual[name])
+        if got.shape != want.shape:
+            return worst, f"output '{name}' has shape {list(got.shape)}, expected {list(want.shape)}"
+        error = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)), initial=0.0))
+        worst = max(worst, error) if not np.isnan(error) else float("nan")
+        if not np.allclose(got, want, rtol=spec.rtol, atol=spec.atol):
+            return worst, f"output '{name}': max abs error {error:.3g} > atol {spec.atol:.3g} (rtol {spec.rtol:g})"
+    if spec.top1_must_match and primary in expected:
+        got, want = np.asarray(actual[primary]), expected[primary]
+        if got.ndim >= 2:
+            top_got = got.reshape(len(got), -1).argmax(axis=1)
+            top_want = want.reshape(len(want), -1).argmax(axis=1)
+            if not np.array_equal(top_got, top_want):
+                return worst, f"output '{primary}': top-1 class {top_got.tolist()}, expected {top_want.tolist()}"
+    return worst, None
+
+
+def load_bundle_model(
+    path: Path,
+    *,
+    name: str | None,
+    backends: list[BackendConfig] | None,
+    board: Board,
+    trusted_keys: list[Ed25519PublicKey] | None,
+    require_signature: bool,
+    warmup_runs: int = 3,
+) -> LoadedModel:
+    """Read, verify, load and golden-check a bundle; ModelLoadError (a BundleError) if any step fails.
+
+    Warm-up runs come first so a lazily built engine (TensorRT, a delegate's compile) is paid for here and
+    the golden check sees the backend as it will run. On failure the backend is closed: nothing half-loaded.
+    """
+    bundle = read_bundle(path, trusted_keys=trusted_keys, require_signature=require_signature)
+    manifest = bundle.manifest
+    card = _card(bundle)
+    _warn_other_target(bundle, board)
+    golden_inputs, golden_outputs = bundle.golden()
+    try:
+        choice = choose_backend(
+            bundle.model_bytes(), manifest.model.format, backends, board, precision=manifest.model.precision
+        )
+    except BackendUnavailable as exc:
+        raise ModelLoadError(f"{path}: cannot load {manifest.name} {manifest.version}: {exc}") from None
+
+    output_name = (card.output.name if card else None) or manifest.outputs[0].name
+    try:
+        try:
+            for _ in range(max(warmup_runs, 0)):
+                choice.backend.run(golden_inputs)
+            actual = choice.backend.run(golden_inputs)
+        except Exception as exc:
+            raise ModelLoadError(f"{path}: the golden input fails on {choice.active}: {exc}") from None
+        error, problem = golden_error(actual, golden_outputs, manifest.golden, output_name)
+        if problem is not None:
+            raise ModelLoadError(f"{path}: golden output not reproduced on {choice.active}: {problem}")
+    except BaseException:
+        choice.backend.close()
+        raise
+
+    input_name = (card.input.name if card else None) or manifest.inputs[0].name
+    model = LoadedModel(
+        name=name or manifest.name,
+        bundle=bundle,
+        card=card,
+        choice=choice,
+        input_name=input_name,
+        output_name=output_name,
+        golden_max_error=error,
+    )
+    _log.info(
+        "loaded %s %s from %s on %s%s (golden max error %.3g, signature: %s)",
+        model.name,
+        manifest.version,
+        path,
+        choice.active,
+        " (DEGRADED)" if choice.degraded else "",
+        error,
+        bundle.signature_status,
+    )
+    return model

@@ -1,24 +1,167 @@
-"""`edge-runtime`: the on-device daemon (run, check, bench)."""
+"""`edge-runtime`: the on-device daemon.
+
+    edge-runtime run CONFIG.yaml [--exit-when-done]   the daemon
+    edge-runtime check CONFIG.yaml                    validate config, bundles and backends; run nothing
+    edge-runtime bench BUNDLE [--backend NAME] [--json]
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from edge_runtime.yaml_source import ConfigError
+
+EXIT_ERROR = 1
+log = logging.getLogger("edge_runtime")
+
+
+def _problem(message: str) -> None:
+    print(f"edge-runtime: error: {message}", file=sys.stderr)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from edge_runtime.backends.base import BackendUnavailable
+    from edge_runtime.bundle import BundleError
+    from edge_runtime.signing import SigningError
+    from edge_runtime.sources import SourceUnavailable
+
+    return (BundleError, BackendUnavailable, SigningError, SourceUnavailable, ValueError, OSError)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_runtime.config import load_config
+    from edge_runtime.daemon import Daemon
+
+    config = load_config(args.config)
+    daemon = Daemon(config)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: daemon.request_stop())
+    try:
+        daemon.start()
+    except _known_errors() as exc:
+        _problem(str(exc))
+        daemon.stop(drain_timeout=2.0)
+        return EXIT_ERROR
+    if args.exit_when_done:
+        daemon.stop_when_sources_finish()
+    daemon.wait()
+    daemon.stop()
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Everything `run` would load, loaded and verified; nothing started, nothing published."""
+    from edge_runtime.board import load_board
+    from edge_runtime.config import load_config
+    from edge_runtime.model_loader import load_bundle_model
+    from edge_runtime.signing import load_trusted_keys
+    from edge_runtime.sources import create_source
+    from edge_runtime.sources.base import SourceContext
+
+    config = load_config(args.config)
+    print(f"config {args.config}: ok (device {config.device_id}, broker {config.broker.url})")
+    failures = 0
+    try:
+        board = load_board(config.board)
+        keys = load_trusted_keys(config.security.trusted_keys) if config.security.trusted_keys else None
+    except (ConfigError, *_known_errors()) as exc:
+        _problem(str(exc))
+        return EXIT_ERROR
+    print(f"board {board.name} ({board.arch}, {board.threads} thread(s))")
+    for model_config in config.models:
+        label = model_config.name or model_config.bundle.name
+        try:
+            model = load_bundle_model(model_config.bundle, name=model_config.name, backends=model_config.backends,
+                                      board=board, trusted_keys=keys,
+                                      require_signature=config.security.require_signature)
+        except _known_errors() as exc:
+            _problem(f"model {label}: {exc}")
+            failures += 1
+            continue
+        choice = model.choice
+        state = f"DEGRADED: {choice.reason}" if choice.degraded else "ok"
+        print(f"model {model.name}: bundle {model_config.bundle} ({model.bundle.signature_status}), golden output "
+              f"reproduced, backend {choice.active} {state}")
+        try:
+            create_source(model_config.source, SourceContext(card=model.card, sink=_NullSink(), subscriber=None))
+            print(f"  source {model_config.source.type}: ok")
+        except _known_errors() as exc:
+            _problem(f"model {model.name}: source {model_config.source.type}: {exc}")
+            failures += 1
+        model.close()
+    if failures:
+        print(f"{failures} problem(s)", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+class _NullSink:
+    def accept(self, item) -> None:  # pragma: no cover - check never starts sources
+        pass
+
+    def reject(self, rejected, source: str) -> None:  # pragma: no cover
+        pass
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge_runtime.bench import bench_bundle, render_bench
+    from edge_runtime.board import load_board
+
+    board = load_board(args.board) if args.board else load_board(_host_board())
+    result = bench_bundle(args.bundle, args.backend, board, seconds=args.seconds)
+    print(json.dumps(result, indent=2) if args.json else render_bench(result))
+    return 0
+
+
+def _host_board() -> str:
+    import platform
+
+    return "x86_64" if platform.machine() == "x86_64" else "generic-arm64"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-runtime",
+        description="Run model bundles on this board and publish predictions and health over MQTT.",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("config", type=Path)
+    run.add_argument("--exit-when-done", action="store_true",
+                     help="stop once every finite source (a replay without loop) has been fully processed")
+    check = sub.add_parser("check", help="validate a config, its bundles and backends; run nothing")
+    check.add_argument("config", type=Path)
+    bench = sub.add_parser("bench", help="latency and throughput of a bundle on this board")
+    bench.add_argument("bundle", type=Path)
+    bench.add_argument("--backend", help="onnxruntime or tflite (default: the board's order)")
+    bench.add_argument("--board", help="board name or YAML (default: this machine's generic board)")
+    bench.add_argument("--seconds", type=float, default=5.0, help="measuring time per batch size")
+    bench.add_argument("--json", action="store_true")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="edge-runtime",
-        description="Run model bundles on this board and publish predictions, drift and health over MQTT.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", help="run the daemon (not yet available)").add_argument("config")
-    sub.add_parser("check", help="validate a config, its bundles and backends (not yet available)").add_argument(
-        "config"
-    )
-    sub.add_parser("bench", help="latency and throughput of a bundle (not yet available)").add_argument("bundle")
-    args = parser.parse_args(argv)
-    parser.print_help()
-    return 0 if args.command is None else 2
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.Formatter.converter = time.gmtime
+    commands = {"run": cmd_run, "check": cmd_check, "bench": cmd_bench}
+    try:
+        return commands[args.command](args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _problem(problem)
+        return EXIT_ERROR
+    except _known_errors() as exc:
+        _problem(str(exc))
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

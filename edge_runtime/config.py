@@ -1,0 +1,244 @@
+"""The daemon's config file, as pydantic models that mirror the YAML tree.
+
+    device_id: pi-01
+    broker: mqtt://127.0.0.1:1883
+    models:
+      - bundle: /var/lib/edge-runtime/activity.bundle
+        source: {type: mqtt, topic: sensors/pi-01/imu}
+
+Everything else has a default. Secrets never sit in the file: `${ENV}` substitution, or `password_file`.
+`edge-runtime check` and `run` load it through the same code, so check finds every error run would.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator, model_validator
+
+from edge_runtime.card import Strict
+from edge_runtime.yaml_source import load_model
+
+
+class TlsConfig(Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip hostname verification (test brokers only)")
+
+
+class BrokerConfig(Strict):
+    """The MQTT broker; `url` is mqtt://host:port or mqtts://host:port."""
+
+    url: str
+    username: str | None = None
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    password_file: Path | None = Field(None, description="file holding the password (e.g. a systemd credential)")
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    client_id: str | None = None
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise ValueError(f"broker url must look like mqtt://host:1883 or mqtts://host:8883, got {value!r}")
+        if parsed.password:
+            raise ValueError("no credentials inside the url: use username with password_env or password_file")
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.url).hostname or "localhost"
+
+    @property
+    def port(self) -> int:
+        parsed = urlparse(self.url)
+        return parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlparse(self.url).scheme == "mqtts" or self.tls is not None
+
+    def password(self) -> str | None:
+        import os
+
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        if self.password_file:
+            return self.password_file.read_text().strip()
+        return None
+
+
+# -- sources -------------------------------------------------------------------------------------------------
+class MqttSourceConfig(Strict):
+    """Sensor messages on an MQTT topic: JSON `{"ts", "values"}` or `{"ts", "samples"}`, raw float32, or images."""
+
+    type: Literal["mqtt"]
+    topic: str
+    qos: Literal[0, 1, 2] = 0
+    format: Literal["json", "float32", "image"] = "json"
+    max_payload_bytes: int = Field(1_048_576, gt=0)
+
+
+class ReplaySourceConfig(Strict):
+    """A recorded CSV or NPZ file played back at `speed` times real time (0: as fast as the model takes it)."""
+
+    type: Literal["replay"]
+    path: Path
+    speed: float = Field(1.0, ge=0)
+    loop: bool = False
+    columns: list[str] | None = Field(None, description="CSV columns to use, in channel order")
+    timestamp_column: str = "ts"
+
+
+class IioSourceConfig(Strict):
+    """A Linux IIO device in sysfs (an I2C accelerometer on a Pi), polled at the card's rate."""
+
+    type: Literal["iio"]
+    device: str = Field(description="iio:deviceN or the device's name")
+    channels: list[str] = Field(description="sysfs attributes such as in_accel_x_raw, in channel order")
+    root: Path = Path("/sys/bus/iio/devices")
+    rate_hz: float | None = Field(None, gt=0, description="default: the card's rate_hz")
+
+
+class SerialSourceConfig(Strict):
+    """Lines from a serial port (a microcontroller): CSV values or the JSON sensor message. Needs pyserial."""
+
+    type: Literal["serial"]
+    port: str
+    baudrate: int = 115200
+    format: Literal["csv", "json"] = "csv"
+
+
+class SyntheticSourceConfig(Strict):
+    """Generated samples (sine plus noise) at the card's rate: for trying a board without a sensor."""
+
+    type: Literal["synthetic"]
+    rate_hz: float | None = Field(None, gt=0)
+    seed: int = 0
+    duration_s: float | None = Field(None, gt=0, description="stop after this long; default: run forever")
+    speed: float = Field(1.0, ge=0)
+
+
+class FolderSourceConfig(Strict):
+    """Image files (JPEG/PNG) from a folder, in name order, one every `interval_s`."""
+
+    type: Literal["folder"]
+    path: Path
+    interval_s: float = Field(1.0, ge=0)
+    loop: bool = False
+
+
+SourceConfig = Annotated[
+    MqttSourceConfig
+    | ReplaySourceConfig
+    | IioSourceConfig
+    | SerialSourceConfig
+    | SyntheticSourceConfig
+    | FolderSourceConfig,
+    Field(discriminator="type"),
+]
+
+
+# -- backends ------------------------------------------------------------------------------------------------
+class OnnxRuntimeBackendConfig(Strict):
+    """onnxruntime with execution providers tried in order (e.g. TensorRT, CUDA, then CPU)."""
+
+    type: Literal["onnxruntime"]
+    providers: list[str] | None = Field(None, description="default: the board's provider list")
+    threads: int | None = Field(None, gt=0, description="default: the board's threads")
+    trt_engine_cache: Path | None = Field(
+        None, description="TensorRT engine cache folder: the engine takes minutes to build on a Jetson"
+    )
+
+
+class TfliteBackendConfig(Strict):
+    """LiteRT/TFLite with delegates tried in order (libedgetpu.so.1, an NPU's external delegate), else XNNPACK."""
+
+    type: Literal["tflite"]
+    delegates: list[str] | None = Field(None, description="default: the board's delegates")
+    threads: int | None = Field(None, gt=0)
+
+
+BackendConfig = Annotated[OnnxRuntimeBackendConfig | TfliteBackendConfig, Field(discriminator="type")]
+
+
+# -- models --------------------------------------------------------------------------------------------------
+class ModelConfig(Strict):
+    bundle: Path
+    name: str | None = Field(None, description="default: the bundle's name; used in topics")
+    source: SourceConfig
+    backends: list[BackendConfig] | None = Field(None, description="tried in order; default: from the board")
+    max_batch: int = Field(32, ge=1, description="windows run together when samples arrive faster than inference")
+    queue_size: int = Field(1024, ge=1, description="windows waiting for inference; the oldest are dropped beyond")
+
+
+class SpoolConfig(Strict):
+    """The on-disk outbox: predictions survive broker outages and daemon restarts."""
+
+    path: Path = Path("/var/lib/edge-runtime/spool.sqlite")
+    max_messages: int = Field(100_000, ge=10)
+
+
+class PublishConfig(Strict):
+    predictions_qos: Literal[0, 1, 2] = 1
+    stats_qos: Literal[0, 1, 2] = 0
+    errors_qos: Literal[0, 1, 2] = 0
+    stats_interval_s: float = Field(10.0, gt=0)
+    errors_per_second: float = Field(5.0, gt=0, description="rate limit of messages on the errors topic")
+
+
+class SecurityConfig(Strict):
+    trusted_keys: list[Path] = Field(default_factory=list, description="public keys (or folders of .pub files)")
+    require_signature: bool = False
+
+    @model_validator(mode="after")
+    def _keys_for_required_signatures(self) -> SecurityConfig:
+        if self.require_signature and not self.trusted_keys:
+            raise ValueError("require_signature needs trusted_keys")
+        return self
+
+
+def _default_board() -> str:
+    return "x86_64" if platform.machine() == "x86_64" else "generic-arm64"
+
+
+class DaemonConfig(Strict):
+    """Top level of the daemon's YAML file."""
+
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    broker: BrokerConfig
+    board: str = Field(default_factory=_default_board, description="a device_configs name or a board YAML path")
+    topic_prefix: str = Field("edge", pattern=r"^[^#+]+$")
+    models: list[ModelConfig] = Field(min_length=1)
+    spool: SpoolConfig = SpoolConfig()
+    publish: PublishConfig = PublishConfig()
+    security: SecurityConfig = SecurityConfig()
+    max_message_bytes: int = Field(1_048_576, gt=0)
+
+    @field_validator("broker", mode="before")
+    @classmethod
+    def _broker_shorthand(cls, value: object) -> object:
+        return {"url": value} if isinstance(value, str) else value
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    """Read and validate a daemon config; relative paths in it are relative to the file."""
+    config = load_model(path, DaemonConfig, substitute_env=True)
+    base = Path(path).resolve().parent
+    for model in config.models:
+        model.bundle = (base / model.bundle).resolve()
+        for attribute in ("path",):
+            value = getattr(model.source, attribute, None)
+            if isinstance(value, Path):
+                setattr(model.source, attribute, (base / value).resolve())
+    config.spool.path = (base / config.spool.path).resolve()
+    config.security.trusted_keys = [(base / key).resolve() for key in config.security.trusted_keys]
+    return config

@@ -1,0 +1,207 @@
+"""The daemon: load every model, connect to the broker, start the sources, publish until told to stop.
+
+Topics (prefix `edge` configurable):
+    edge/<device>/status              retained: online | offline (last will) | stopped (clean exit)
+    edge/<device>/predictions/<model> one message per window, with a per-model seq that survives restarts
+    edge/<device>/stats               periodic health
+    edge/<device>/errors              rejected inputs and failures, rate-limited
+    edge/<device>/cmd/<name>          commands (info, reload) -> edge/<device>/cmd/<name>/result
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+from edge_runtime import __version__, systemd
+from edge_runtime.board import Board, load_board
+from edge_runtime.commands import CommandHandler
+from edge_runtime.config import DaemonConfig, ModelConfig
+from edge_runtime.error_reporter import ErrorReporter
+from edge_runtime.metrics import DeviceStats
+from edge_runtime.model_loader import LoadedModel, load_bundle_model
+from edge_runtime.model_worker import ModelWorker
+from edge_runtime.mqtt_link import MqttLink, WillMessage
+from edge_runtime.signing import load_trusted_keys
+from edge_runtime.sources import create_source
+from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.spool import Spool
+
+log = logging.getLogger("edge_runtime.daemon")
+
+
+class Topics:
+    def __init__(self, prefix: str, device_id: str):
+        self.base = f"{prefix}/{device_id}"
+        self.status = f"{self.base}/status"
+        self.stats = f"{self.base}/stats"
+        self.errors = f"{self.base}/errors"
+        self.commands = f"{self.base}/cmd/+"
+
+    def predictions(self, model: str) -> str:
+        return f"{self.base}/predictions/{model}"
+
+    def command_result(self, name: str) -> str:
+        return f"{self.base}/cmd/{name}/result"
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig):
+        self.config = config
+        self.topics = Topics(config.topic_prefix, config.device_id)
+        self.board: Board = load_board(config.board)
+        self.trusted_keys = load_trusted_keys(config.security.trusted_keys) if config.security.trusted_keys else None
+        self.device = DeviceStats(self.board.thermal_zone)
+        self.workers: dict[str, ModelWorker] = {}
+        self.sources: dict[str, Source] = {}
+        self.started = time.time()
+        self._stop = threading.Event()
+        self.spool: Spool | None = None
+        self.link: MqttLink | None = None
+
+    # -- models -------------------------------------------------------------------------------------------------
+    def load_model(self, config: ModelConfig, bundle: Path | None = None) -> LoadedModel:
+        """Load, verify (checksums, signature, golden output) and warm up one bundle."""
+        return load_bundle_model(
+            bundle or config.bundle,
+            name=config.name,
+            backends=config.backends,
+            board=self.board,
+            trusted_keys=self.trusted_keys,
+            require_signature=self.config.security.require_signature,
+        )
+
+    def model_config(self, name: str) -> ModelConfig:
+        return next(config for config in self.config.models if (config.name or self.workers[name].name) == name)
+
+    # -- publishing ---------------------------------------------------------------------------------------------
+    def _publish_predictions(self, model: str, payloads: list[bytes]) -> None:
+        topic = self.topics.predictions(model)
+        self.link.publish_many([(topic, payload, self.config.publish.predictions_qos, False) for payload in payloads])
+
+    def _publish_error(self, payload: bytes) -> None:
+        self.link.publish(self.topics.errors, payload, qos=self.config.publish.errors_qos)
+
+    def status(self, state: str) -> bytes:
+        document = {
+            "state": state,
+            "device_id": self.config.device_id,
+            "version": __version__,
+            "ts": time.time(),
+            "host": socket.gethostname(),
+            "board": self.board.name,
+            "started": self.started,
+            "models": [worker.describe() for worker in self.workers.values()],
+        }
+        return json.dumps(document).encode()
+
+    def stats(self) -> dict:
+        models = {}
+        for name, worker in self.workers.items():
+            choice = worker.model.choice
+            models[name] = {
+                **worker.stats.snapshot(),
+                "queue_depth": worker.queue_depth,
+                "backend": choice.active,
+                "degraded": choice.degraded,
+                "degraded_reason": choice.reason,
+                "source": worker.config.source.type,
+                "source_finished": self.sources[name].finished if name in self.sources else None,
+            }
+        return {
+            "ts": time.time(),
+            "device_id": self.config.device_id,
+            "interval_s": self.config.publish.stats_interval_s,
+            "uptime_s": round(time.time() - self.started, 1),
+            "models": models,
+            "device": self.device.snapshot(),
+            "mqtt": self.link.stats() if self.link else {},
+            "errors_suppressed": self.errors.suppressed,
+        }
+
+    def _on_connect(self) -> None:
+        self.link.publish_direct(self.topics.status, self.status("online"), qos=1, retain=True)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        config = self.config
+        self.spool = Spool(config.spool.path, config.spool.max_messages)
+        will = WillMessage(self.topics.status, json.dumps({"state": "offline", "device_id": config.device_id})
+                           .encode(), qos=1, retain=True)
+        client_id = config.broker.client_id or f"edge-runtime-{config.device_id}"
+        self.link = MqttLink(config.broker, client_id, self.spool, will=will, on_connect=self._on_connect)
+        self.errors = ErrorReporter(self._publish_error, config.publish.errors_per_second, config.device_id)
+        for model_config in config.models:
+            model = self.load_model(model_config)
+            if model.name in self.workers:
+                raise ValueError(f"two models are named '{model.name}': give one of them a `name`")
+            self.workers[model.name] = ModelWorker(
+                model, model_config, publish=self._publish_predictions, reserve_seqs=self.spool.next_seqs,
+                errors=self.errors,
+            )
+        self.commands = CommandHandler(self)
+        self.link.subscribe(self.topics.commands, 1, self.commands.handle)
+        self.link.start()
+        for name, worker in self.workers.items():
+            worker.start()
+            context = SourceContext(card=worker.card, sink=worker, subscriber=self.link,
+                                    max_message_bytes=config.max_message_bytes)
+            source = create_source(worker.config.source, context)
+            self.sources[name] = source
+            source.start()
+        threading.Thread(target=self._stats_loop, name="stats", daemon=True).start()
+        systemd.notify("READY=1")
+        log.info("running %d model(s) on %s as %s", len(self.workers), self.board.name, config.device_id)
+
+    def _stats_loop(self) -> None:
+        interval = self.config.publish.stats_interval_s
+        while not self._stop.wait(interval):
+            try:
+                payload = json.dumps(self.stats()).encode()
+                self.link.publish(self.topics.stats, payload, qos=self.config.publish.stats_qos)
+            except Exception:  # health reporting must never take the daemon down
+                log.exception("stats failed")
+
+    def stop_when_sources_finish(self) -> None:
+        """For replays and benchmarks: stop once every source is finished and every queue is empty."""
+
+        def watch() -> None:
+            while not self._stop.wait(0.2):
+                if all(source.finished for source in self.sources.values()) and all(
+                    worker.queue_depth == 0 and worker.idle for worker in self.workers.values()
+                ):
+                    self._stop.set()
+
+        threading.Thread(target=watch, name="exit-when-done", daemon=True).start()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def wait(self) -> None:
+        """Block until a stop is requested, pinging the systemd watchdog meanwhile."""
+        interval = systemd.watchdog_interval_s()
+        while not self._stop.wait(interval or 3600):
+            if interval:
+                systemd.notify("WATCHDOG=1")
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Drain: stop the sources, finish queued windows, deliver the spool, publish `stopped`."""
+        systemd.notify("STOPPING=1")
+        self._stop.set()
+        for source in self.sources.values():
+            try:
+                source.stop()
+            except Exception:
+                log.exception("stopping a source failed")
+        for worker in self.workers.values():
+            worker.stop(drain=True, timeout=drain_timeout)
+        if self.link:
+            self.link.flush(drain_timeout)
+            self.link.stop(final=[(self.topics.status, self.status("stopped"), 1, True)], timeout=drain_timeout)
+        if self.spool:
+            self.spool.close()
+        log.info("stopped")

@@ -1,0 +1,35 @@
+"""From model outputs to what a prediction message says: a label and a score, or values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.card import ModelCard
+
+
+def _as_probabilities(rows: np.ndarray, scores: str) -> np.ndarray:
+    """Softmax logits; pass probabilities through. `auto` looks at the rows: non-negative and summing to 1."""
+    rows = rows.astype(np.float64)
+    is_probability = scores == "probabilities" or (
+        scores == "auto" and bool(np.all(rows >= 0)) and bool(np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
+    )
+    if is_probability:
+        return rows
+    shifted = np.exp(rows - rows.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def predictions(output: np.ndarray, card: ModelCard | None) -> list[dict]:
+    """One dict per batch row: `label`, `class` and `score` for classifiers, `values` otherwise."""
+    rows = output.reshape(len(output), -1)
+    kind = card.output.kind if card else ("classification" if rows.shape[1] > 1 else "regression")
+    if kind != "classification":
+        return [{"values": [float(value) for value in row]} for row in rows]
+    probabilities = _as_probabilities(rows, card.output.scores if card else "auto")
+    labels = card.labels if card and card.labels else None
+    results = []
+    for row in probabilities:
+        index = int(np.argmax(row))
+        label = labels[index] if labels and index < len(labels) else str(index)
+        results.append({"label": label, "class": index, "score": round(float(row[index]), 6)})
+    return results

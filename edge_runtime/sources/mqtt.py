@@ -1,0 +1,74 @@
+"""Sensor messages on an MQTT topic, through the daemon's own connection (subscriptions survive reconnects).
+
+The handler runs on the MQTT client's network thread: it decodes, hands the result to the sink and returns.
+It never raises, because an exception there would take the whole connection (every model's input) down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from edge_runtime.card import ImageInput
+from edge_runtime.config import MqttSourceConfig
+from edge_runtime.decode import decode_float32, decode_image, decode_json
+from edge_runtime.sources import require_pillow_for, stream_shape
+from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
+
+log = logging.getLogger(__name__)
+
+
+class MqttSource(Source):
+    type = "mqtt"
+    config: MqttSourceConfig
+
+    def __init__(self, config: MqttSourceConfig, context: SourceContext):
+        super().__init__(config, context)
+        self.max_bytes = min(config.max_payload_bytes, context.max_message_bytes)
+        self._subscribed = False
+        self._decode = self._decoder()
+
+    def _decoder(self) -> Callable[[bytes], SampleBlock | ImageFrame]:
+        card = self.context.card
+        if self.config.format == "image":
+            if not isinstance(card.input, ImageInput):
+                raise ValueError(f"mqtt format 'image' needs an image model; {card.name} takes {card.input.kind}")
+            require_pillow_for("mqtt image")
+            spec = card.input
+            return lambda payload: decode_image(payload, spec, self.max_bytes, time.time)
+        channels, rate_hz = stream_shape(card)
+        decode = decode_json if self.config.format == "json" else decode_float32
+        return lambda payload: decode(payload, channels, rate_hz, self.max_bytes, time.time)
+
+    def start(self) -> None:
+        if self.context.subscriber is None:
+            raise RuntimeError("the mqtt source needs the daemon's MQTT connection (SourceContext.subscriber)")
+        self._subscribed = True
+        self.context.subscriber.subscribe(self.config.topic, self.config.qos, self._handle)
+
+    def stop(self) -> None:
+        if self._subscribed and self.context.subscriber is not None:
+            self._subscribed = False
+            self.context.subscriber.unsubscribe(self.config.topic)
+
+    def describe(self) -> str:
+        return f"mqtt:{self.config.topic}"
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        if not self._subscribed:  # a message already in flight when stop() ran
+            return
+        try:
+            self.context.sink.accept(self._decode(payload))
+        except InputRejected as rejected:
+            self._reject(rejected)
+        except Exception as error:  # a decoder bug must not kill the MQTT network thread
+            log.exception("mqtt source %s: unexpected error decoding a message on %s", self.config.topic, topic)
+            self._reject(InputRejected("internal_error", f"{type(error).__name__}: {error}"))
+
+    def _reject(self, rejected: InputRejected) -> None:
+        try:
+            self.context.sink.reject(rejected, source=self.describe())
+        except Exception:
+            log.exception("mqtt source %s: the sink failed to take a rejection", self.config.topic)

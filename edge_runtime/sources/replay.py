@@ -1,0 +1,251 @@
+"""A recorded CSV or NPZ file played back as if it were a live sensor: the way to try a model without hardware.
+
+The whole file is read and checked when the source is made, so `edge-runtime check` reports a missing file, a
+bad cell or a channel-count mismatch before anything runs. Playback rebases time: the first sample gets the
+wall-clock time at start() and every later one keeps its recorded spacing (also across `loop` passes), so the
+stream looks live to the window and to drift monitoring. At `speed` 2 the data time runs twice as fast as the
+wall clock; at speed 0 blocks go out back to back, as fast as `sink.accept` returns.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.card import TimeSeriesInput
+from edge_runtime.config import ReplaySourceConfig
+from edge_runtime.sources import stream_shape
+from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.stream import SampleBlock
+
+log = logging.getLogger(__name__)
+
+#: shortest sleep between two deliveries when paced: at high rates a block holds every sample due by then
+TICK_S = 0.005
+#: most samples in one block, so a stalled consumer is not handed the whole backlog at once
+MAX_BLOCK = 4096
+#: block size at speed 0 for models without a hop (feature vectors)
+FREE_RUN_BLOCK = 64
+
+
+class Pacer:
+    """Maps data time (seconds from the first sample) to wall time at `speed` x real time; 0 means no waiting."""
+
+    def __init__(self, speed: float, stop: threading.Event):
+        self.speed, self.stop = speed, stop
+        self._start = time.monotonic()
+
+    def due_s(self) -> float:
+        """Data time that is due by now."""
+        return math.inf if self.speed == 0 else (time.monotonic() - self._start) * self.speed
+
+    def wait_for(self, data_s: float) -> bool:
+        """Sleep until the sample at `data_s` is due (at least TICK_S, so samples gather into blocks).
+
+        Returns False when the source is being stopped.
+        """
+        if self.speed == 0:
+            time.sleep(0)  # free-running: still let the model's threads in
+            return not self.stop.is_set()
+        delay = data_s / self.speed - (time.monotonic() - self._start)
+        if delay > 0:
+            return not self.stop.wait(max(delay, TICK_S))
+        return not self.stop.is_set()
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Samples of a file: `offsets` seconds from the first sample (float64, increasing), `values` [n, channels]."""
+
+    offsets: np.ndarray
+    values: np.ndarray
+    step_s: float  # typical spacing, also the pause between the last sample and the first of the next loop
+
+
+def _strictly_increasing(ts: np.ndarray, where: str) -> None:
+    if not np.isfinite(ts).all():
+        raise ValueError(f"{where}: timestamps must be finite numbers")
+    steps = np.diff(ts)
+    if (steps <= 0).any():
+        index = int(np.argmax(steps <= 0)) + 1
+        raise ValueError(f"{where}: timestamps must increase, but sample {index} is at {ts[index]!r} after "
+                         f"{ts[index - 1]!r}")
+
+
+def _recording(ts: np.ndarray | None, values: np.ndarray, rate_hz: float, where: str) -> Recording:
+    if ts is None:
+        offsets = np.arange(len(values), dtype=np.float64) / rate_hz
+    else:
+        _strictly_increasing(ts, where)
+        offsets = ts - ts[0]
+    step = float(np.median(np.diff(offsets))) if len(offsets) > 1 else 1.0 / rate_hz
+    values = values.astype(np.float32)
+    values.flags.writeable = False  # blocks are views into it: a consumer must not change the next loop's data
+    return Recording(offsets=offsets, values=values, step_s=step)
+
+
+def _float_or_none(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def load_csv(path: Path, channels: int, rate_hz: float, columns: list[str] | None, timestamp_column: str,
+             timestamp_required: bool = False) -> Recording:
+    """A CSV with a header row; channels are `columns`, or every numeric column but the timestamp and `label`.
+
+    A column is numeric when its first row holds a number; later cells that do not are errors.
+    """
+    try:
+        with path.open(newline="") as file:
+            reader = csv.reader(file)
+            header = [name.strip() for name in next(reader, [])]
+            lines = [(reader.line_num, row) for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"replay file {path}: cannot read it as CSV: {error}") from None
+    if not header or not lines:
+        raise ValueError(f"replay file {path}: needs a header row and at least one row of samples")
+    for line, row in lines:
+        if len(row) != len(header):
+            raise ValueError(f"replay file {path} line {line}: {len(row)} cells, the header has {len(header)}")
+    if timestamp_required and timestamp_column not in header:
+        raise ValueError(f"replay file {path}: no timestamp column {timestamp_column!r}; columns: {header}")
+    if columns is None:
+        skip = {timestamp_column, "label"}
+        # numeric by the first row, so a bad cell further down is reported by its line, not silently skipped
+        columns = [name for name, cell in zip(header, lines[0][1], strict=True)
+                   if name not in skip and _float_or_none(cell) is not None]
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise ValueError(f"replay file {path}: no column {', '.join(map(repr, missing))}; columns: {header}")
+    if len(columns) != channels:
+        raise ValueError(f"replay file {path}: {len(columns)} value columns {columns} but the model takes "
+                         f"{channels} channels; pick them with `columns:`")
+
+    def column(name: str) -> np.ndarray:
+        index = header.index(name)
+        out = np.empty(len(lines), dtype=np.float64)
+        for k, (line, row) in enumerate(lines):
+            value = _float_or_none(row[index])
+            if value is None or not math.isfinite(value):
+                raise ValueError(f"replay file {path} line {line} column {name!r}: {row[index]!r} is not a "
+                                 "finite number")
+            out[k] = value
+        return out
+
+    values = np.stack([column(name) for name in columns], axis=1)
+    ts = column(timestamp_column) if timestamp_column in header else None
+    return _recording(ts, values, rate_hz, f"replay file {path}")
+
+
+def load_npz(path: Path, channels: int, rate_hz: float) -> Recording:
+    """An NPZ with `values` (or `x`) [n, channels] and optionally `ts` [n] seconds."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as error:  # zipfile, pickle and format errors differ between numpy versions
+        raise ValueError(f"replay file {path}: cannot read it as NPZ: {error}") from None
+    key = "values" if "values" in arrays else "x" if "x" in arrays else None
+    if key is None:
+        raise ValueError(f"replay file {path}: needs an array 'values' (or 'x') [n, channels]; has {sorted(arrays)}")
+    values = arrays[key]
+    if values.ndim == 1 and channels == 1:
+        values = values[:, None]
+    if values.ndim != 2 or values.shape[1] != channels or not len(values):
+        raise ValueError(f"replay file {path}: {key!r} is {list(values.shape)}, expected [n > 0, {channels}]")
+    try:
+        values = values.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"replay file {path}: {key!r} holds {values.dtype}, not numbers") from None
+    if not np.isfinite(values).all():
+        sample = int(np.argwhere(~np.isfinite(values))[0][0])
+        raise ValueError(f"replay file {path}: {key!r} sample {sample} is not finite")
+    ts = arrays.get("ts")
+    if ts is not None:
+        ts = np.asarray(ts, dtype=np.float64).reshape(-1)
+        if ts.shape != (len(values),):
+            raise ValueError(f"replay file {path}: 'ts' has {ts.size} values for {len(values)} samples")
+    return _recording(ts, values, rate_hz, f"replay file {path}")
+
+
+class ReplaySource(Source):
+    type = "replay"
+    config: ReplaySourceConfig
+
+    def __init__(self, config: ReplaySourceConfig, context: SourceContext):
+        super().__init__(config, context)
+        channels, rate_hz = stream_shape(context.card)
+        path = Path(config.path)
+        if not path.is_file():
+            raise ValueError(f"replay file {path} does not exist")
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            self.recording = load_csv(path, channels, rate_hz, config.columns, config.timestamp_column,
+                                      timestamp_required="timestamp_column" in config.model_fields_set)
+        elif suffix == ".npz":
+            self.recording = load_npz(path, channels, rate_hz)
+        else:
+            raise ValueError(f"replay file {path}: expected a .csv or .npz file")
+        spec = context.card.input
+        self.free_run_block = spec.hop if isinstance(spec, TimeSeriesInput) else FREE_RUN_BLOCK
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def describe(self) -> str:
+        return f"replay:{Path(self.config.path).name}"
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.describe()}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            self._play()
+        except Exception:  # the sink promises not to raise; anything else is a bug worth a traceback
+            log.exception("replay of %s stopped", self.config.path)
+
+    def _play(self) -> None:
+        offsets, values = self.recording.offsets, self.recording.values
+        count = len(offsets)
+        pacer = Pacer(self.config.speed, self._stop)
+        wall_start = time.time()
+        loop_offset = 0.0  # data seconds added on every pass, so ts keep increasing when looping
+        while True:
+            start = 0
+            while start < count:
+                if not pacer.wait_for(loop_offset + offsets[start]):
+                    return
+                if self.config.speed == 0:
+                    end = start + self.free_run_block
+                else:
+                    end = int(np.searchsorted(offsets, pacer.due_s() - loop_offset, side="right"))
+                end = min(max(end, start + 1), start + MAX_BLOCK, count)
+                block = SampleBlock(ts=wall_start + loop_offset + offsets[start:end], values=values[start:end])
+                self.context.sink.accept(block)
+                start = end
+            if not self.config.loop:
+                self._finished = True
+                return
+            loop_offset += offsets[-1] + self.recording.step_s

@@ -1,0 +1,150 @@
+"""Lines from a serial port (a microcontroller streaming its sensor): CSV floats or the JSON sensor message.
+
+Needs pyserial (not part of the device install); the registry turns its absence into "pip install pyserial".
+`port` may also be a pyserial URL (`socket://host:port`, `rfc2217://...`). A USB adapter that is unplugged makes
+the port disappear: the source rejects once (`sensor_read_error`), then tries to reopen every RETRY_S seconds
+until it comes back or the source is stopped. A CSV line gets the time it was received; a JSON line carries its
+own ts (or gets it too).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import serial
+
+from edge_runtime.config import SerialSourceConfig
+from edge_runtime.decode import decode_json
+from edge_runtime.sources import stream_shape
+from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.stream import InputRejected, SampleBlock
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 2.0
+#: how long one read waits for bytes; bounds how late stop() is noticed
+READ_TIMEOUT_S = 0.2
+
+
+def decode_csv_line(line: bytes, channels: int, now: float) -> SampleBlock:
+    """`1.0,2.5,-3` -> one sample at `now`."""
+    try:
+        values = [float(cell) for cell in line.decode("ascii").strip().split(",")]
+    except (UnicodeDecodeError, ValueError):
+        raise InputRejected("malformed_csv", f"not a line of comma-separated numbers: {line[:80]!r}") from None
+    if len(values) != channels:
+        raise InputRejected("wrong_channel_count", f"line has {len(values)} values, expected {channels} channels")
+    array = np.array([values], dtype=np.float32)
+    if not np.isfinite(array).all():
+        channel = int(np.argmax(~np.isfinite(array[0])))
+        raise InputRejected("non_finite", f"channel {channel} is {values[channel]}; every value must be finite")
+    return SampleBlock(ts=np.array([now]), values=array)
+
+
+class SerialSource(Source):
+    type = "serial"
+    config: SerialSourceConfig
+
+    def __init__(self, config: SerialSourceConfig, context: SourceContext):
+        super().__init__(config, context)
+        self.channels, self.rate_hz = stream_shape(context.card)
+        self.max_bytes = context.max_message_bytes
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._port: Any = None
+
+    def describe(self) -> str:
+        return f"serial:{self.config.port}"
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.describe()}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._close()
+
+    def open_port(self) -> Any:
+        return serial.serial_for_url(self.config.port, baudrate=self.config.baudrate, timeout=READ_TIMEOUT_S)
+
+    def _close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:  # closing a vanished device can fail; it is gone either way
+                log.debug("serial source %s: close failed", self.config.port, exc_info=True)
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.context.sink.reject(InputRejected(reason, detail), source=self.describe())
+
+    def handle_line(self, line: bytes) -> None:
+        """Decode one line (without its newline) and deliver or reject it."""
+        line = line.strip()
+        if not line:
+            return
+        if len(line) > self.max_bytes:
+            self._reject("oversized", f"line is {len(line)} bytes, the limit is {self.max_bytes}")
+            return
+        try:
+            if self.config.format == "csv":
+                block = decode_csv_line(line, self.channels, time.time())
+            else:
+                block = decode_json(line, self.channels, self.rate_hz, self.max_bytes)
+        except InputRejected as rejected:
+            self.context.sink.reject(rejected, source=self.describe())
+            return
+        self.context.sink.accept(block)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._port = self.open_port()
+            except (serial.SerialException, OSError, ValueError) as error:
+                self._reject("sensor_read_error", f"cannot open {self.config.port}: {error}; retrying every "
+                                                  f"{RETRY_S:g} s")
+                self._stop.wait(RETRY_S)
+                continue
+            log.info("serial source: reading %s", self.config.port)
+            try:
+                self._read_lines()
+            except (serial.SerialException, OSError) as error:
+                self._reject("sensor_read_error", f"{self.config.port} went away: {error}; reconnecting")
+                self._stop.wait(RETRY_S)
+            except Exception:
+                log.exception("serial source %s: unexpected error", self.config.port)
+                self._stop.wait(RETRY_S)
+            finally:
+                self._close()
+
+    def _read_lines(self) -> None:
+        pending = bytearray()
+        discarding = False  # inside a line that was already rejected as oversized
+        while not self._stop.is_set():
+            port = self._port
+            if port is None:
+                return
+            chunk = port.read(max(1, getattr(port, "in_waiting", 0) or 0))
+            if not chunk:
+                continue
+            pending += chunk
+            *lines, rest = bytes(pending).split(b"\n")
+            pending = bytearray(rest)
+            for line in lines:
+                if not discarding:
+                    self.handle_line(line)
+                discarding = False
+            if len(pending) > self.max_bytes:
+                if not discarding:
+                    self._reject("oversized", f"a line longer than {self.max_bytes} bytes without a newline")
+                pending.clear()
+                discarding = True

@@ -1,0 +1,210 @@
+"""The on-disk outbox: every outgoing message is written here first, so nothing is lost while the broker or the
+network is away, nor when the daemon restarts or is killed.
+
+SQLite in WAL mode with `synchronous=NORMAL`: a committed row is in the WAL file before `append` returns, so it
+survives a SIGKILL of the process (a power cut may lose the last few commits; `FULL` would fsync every message).
+Row ids come from AUTOINCREMENT, so they only ever grow: the MQTT drainer sends in id order and acks a prefix.
+
+The spool is bounded: beyond `max_messages` the oldest rows are deleted and counted in `dropped`, a counter that,
+like the per-key `seq` counters, lives in the same file and survives restarts. One process owns a spool file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+log = logging.getLogger("edge_runtime.spool")
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS seqs (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# SQLITE_CORRUPT and SQLITE_NOTADB: the file is damaged, not merely busy or full.
+_CORRUPTION_CODES = {11, 26}
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+@dataclass(frozen=True)
+class SpooledMessage:
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+def _is_corruption(error: sqlite3.DatabaseError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in _CORRUPTION_CODES
+    text = str(error).lower()
+    return "malformed" in text or "not a database" in text
+
+
+class Spool:
+    """A bounded, thread-safe SQLite outbox (one connection guarded by a lock)."""
+
+    def __init__(self, path: Path, max_messages: int):
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages}")
+        self.path = Path(path)
+        self.max_messages = max_messages
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn, self._depth = self._open()
+        except sqlite3.DatabaseError as error:
+            # A damaged file is moved aside: the daemon must come up, with an empty outbox. Other errors
+            # (permissions, a full disk) are the operator's to fix and are raised.
+            if not _is_corruption(error):
+                raise
+            self._move_aside(error)
+            self._conn, self._depth = self._open()
+
+    # -- opening and recovery -----------------------------------------------------------------------------------
+    def _open(self) -> tuple[sqlite3.Connection, int]:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            (depth,) = conn.execute("SELECT COUNT(*) FROM messages").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn, depth
+
+    def _move_aside(self, error: Exception) -> None:
+        target = self.path.with_suffix(f".corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9}")
+        log.warning("spool %s is unreadable (%s): moved to %s, starting empty", self.path, error, target)
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.replace(Path(f"{target}{suffix}"))
+
+    def _run(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run one transaction under the lock; a file found corrupt at run time is moved aside and the
+        operation retried once on a fresh spool, so a damaged disk costs the queued messages, not the daemon."""
+        with self._lock:
+            try:
+                return self._transaction(operation)
+            except sqlite3.DatabaseError as error:
+                if not _is_corruption(error):
+                    raise
+                self._conn.close()
+                self._move_aside(error)
+                self._conn, self._depth = self._open()
+                return self._transaction(operation)
+
+    def _transaction(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        depth = self._depth
+        try:
+            result = operation(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._depth = depth
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- messages -------------------------------------------------------------------------------------------------
+    def append(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
+        """Store one message; returns its id. Drops (and counts) the oldest beyond `max_messages`."""
+        return self.append_many([(topic, payload, qos, retain)])[0]
+
+    def append_many(self, rows: Iterable[tuple[str, bytes, int, bool]]) -> list[int]:
+        """Store several messages in one transaction (one commit instead of one per message)."""
+        rows = [(topic, bytes(payload), int(qos), 1 if retain else 0) for topic, payload, qos, retain in rows]
+
+        def insert(conn: sqlite3.Connection) -> list[int]:
+            ids = []
+            for row in rows:
+                cursor = conn.execute("INSERT INTO messages (topic, payload, qos, retain) VALUES (?, ?, ?, ?)", row)
+                ids.append(cursor.lastrowid)
+            self._depth += len(rows)
+            excess = self._depth - self.max_messages
+            if excess > 0:
+                conn.execute("DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?)",
+                             (excess,))
+                conn.execute("INSERT INTO meta (key, value) VALUES ('dropped', ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (excess,))
+                self._depth -= excess
+            return ids
+
+        return self._run(insert) if rows else []
+
+    def peek(self, limit: int, after_id: int = 0) -> list[SpooledMessage]:
+        """Up to `limit` messages with ids above `after_id`, oldest first; nothing is removed."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, topic, payload, qos, retain FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [SpooledMessage(row_id, topic, bytes(payload), qos, bool(retain))
+                for row_id, topic, payload, qos, retain in rows]
+
+    def ack(self, ids: Iterable[int]) -> None:
+        """Delete delivered messages; ids already dropped or acked are ignored."""
+        params = [(i,) for i in ids]
+
+        def delete(conn: sqlite3.Connection) -> None:
+            cursor = conn.executemany("DELETE FROM messages WHERE id = ?", params)
+            self._depth -= max(cursor.rowcount, 0)
+
+        if params:
+            self._run(delete)
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._depth
+
+    def dropped(self) -> int:
+        """Messages deleted unsent because the spool was full, since the file was created."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
+        return row[0] if row else 0
+
+    # -- sequence numbers -----------------------------------------------------------------------------------------
+    def next_seq(self, key: str) -> int:
+        """The next number of a persistent counter (1, 2, ...): prediction `seq` keeps growing across restarts."""
+        return self.next_seqs(key, 1).start
+
+    def next_seqs(self, key: str, n: int) -> range:
+        """Reserve `n` consecutive numbers of the counter `key` in one commit."""
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        upsert = ("INSERT INTO seqs (key, value) VALUES (?, ?) "
+                  "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value")
+
+        def reserve(conn: sqlite3.Connection) -> int:
+            if _HAS_RETURNING:
+                return conn.execute(upsert + " RETURNING value", (key, n)).fetchall()[0][0]
+            conn.execute(upsert, (key, n))  # SQLite < 3.35 (e.g. Debian 11): same transaction, two statements
+            return conn.execute("SELECT value FROM seqs WHERE key = ?", (key,)).fetchone()[0]
+
+        last = self._run(reserve)
+        return range(last - n + 1, last + 1)

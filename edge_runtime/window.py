@@ -1,0 +1,179 @@
+"""From samples to model inputs: sliding windows over a stream, then the card's normalisation and layout.
+
+`SlidingWindow` cuts the stream into [window, channels] arrays in raw units; `Preprocessor` turns a batch of
+those (or of images, or of feature vectors) into exactly what the model takes. Both follow the card, so the
+device never guesses window sizes, channel order or normalisation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.card import FeatureInput, ImageInput, ModelCard, Normalize, TimeSeriesInput
+from edge_runtime.decode import require_pillow
+from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
+
+#: a gap longer than this many windows' duration resets the window (see SlidingWindow.for_input)
+GAP_WINDOWS = 5
+
+
+class SlidingWindow:
+    """Windows of `window` samples, one every `hop` samples, each with the ts of its newest sample.
+
+    The first window is ready when `window` samples have arrived, then one every `hop` samples (with hop >
+    window the samples in between are skipped). Memory is one [window, channels] ring, however long the stream.
+
+    Time must move forward: a block whose first ts is not after the last accepted ts, or whose own ts do not
+    strictly increase, is rejected (`out_of_order`) and leaves the window untouched, so a replayed or duplicated
+    message cannot corrupt the stream. When `max_gap_s` is set, a pause longer than that between two samples
+    (a sensor that dropped out, a daemon that was suspended) empties the window first: a window never spans a
+    gap, and the first window after it needs `window` fresh samples again.
+    """
+
+    def __init__(self, window: int, hop: int, channels: int, max_gap_s: float | None = None):
+        if window <= 0 or hop <= 0 or channels <= 0:
+            raise ValueError(f"window, hop and channels must be > 0, got {window}, {hop}, {channels}")
+        self.window, self.hop, self.channels, self.max_gap_s = window, hop, channels, max_gap_s
+        self._ring = np.zeros((window, channels), dtype=np.float32)
+        self._head = 0  # ring slot the next sample goes to; the oldest sample sits here once the ring is full
+        self._last_ts: float | None = None
+        self.reset()
+
+    @classmethod
+    def for_input(cls, spec: TimeSeriesInput) -> SlidingWindow:
+        """The window a card asks for, resetting after a gap of more than GAP_WINDOWS windows' duration."""
+        return cls(spec.window, spec.hop, spec.channels, max_gap_s=GAP_WINDOWS * spec.window / spec.rate_hz)
+
+    def reset(self) -> None:
+        """Forget buffered samples (the last ts is kept, so time must still move forward)."""
+        self._until_ready = self.window  # samples still needed before the next window is complete
+
+    def push(self, block: SampleBlock) -> list[tuple[float, np.ndarray]]:
+        """Add a block; return every window it completed as (ts of newest sample, [window, channels] float32)."""
+        if len(block) == 0:
+            return []
+        if block.values.shape[1] != self.channels:
+            raise InputRejected("wrong_channel_count",
+                                f"block has {block.values.shape[1]} channels, expected {self.channels}")
+        ts = np.asarray(block.ts, dtype=np.float64)
+        if self._last_ts is not None and ts[0] <= self._last_ts:
+            raise InputRejected("out_of_order", f"block starts at ts {ts[0]!r}, not after the last sample at "
+                                                f"{self._last_ts!r}")
+        steps = np.diff(ts)
+        if (steps <= 0).any():
+            index = int(np.argmax(steps <= 0)) + 1
+            raise InputRejected("out_of_order", f"ts does not increase within the block at sample {index} "
+                                                f"({ts[index - 1]!r} then {ts[index]!r})")
+        starts = [0]
+        if self.max_gap_s is not None:
+            if self._last_ts is not None and ts[0] - self._last_ts > self.max_gap_s:
+                self.reset()
+            starts += [int(i) + 1 for i in np.flatnonzero(steps > self.max_gap_s)]
+        self._last_ts = float(ts[-1])
+        values = np.asarray(block.values, dtype=np.float32)
+        ready: list[tuple[float, np.ndarray]] = []
+        for segment, (start, end) in enumerate(zip(starts, starts[1:] + [len(ts)], strict=True)):
+            if segment:
+                self.reset()
+            ready += self._add(ts[start:end], values[start:end])
+        return ready
+
+    def _add(self, ts: np.ndarray, values: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        ready = []
+        done = 0
+        while done < len(ts):
+            take = min(self._until_ready, len(ts) - done)
+            self._write(values[done:done + take])
+            done += take
+            self._until_ready -= take
+            if self._until_ready == 0:
+                oldest_first = np.concatenate((self._ring[self._head:], self._ring[:self._head]))
+                ready.append((float(ts[done - 1]), oldest_first))
+                self._until_ready = self.hop
+        return ready
+
+    def _write(self, rows: np.ndarray) -> None:
+        head = (self._head + len(rows)) % self.window
+        rows = rows[-self.window:]  # only the newest `window` rows can still be part of a window
+        self._ring[(head - len(rows) + np.arange(len(rows))) % self.window] = rows
+        self._head = head
+
+
+def _normalizer(normalize: Normalize | None, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if normalize is None:
+        return None
+    mean = np.asarray(normalize.mean, dtype=np.float32)
+    std = np.asarray(normalize.std, dtype=np.float32)
+    if mean.shape != (channels,):
+        raise ValueError(f"normalize has {len(mean)} values for {channels} channels")
+    return mean, std
+
+
+class Preprocessor:
+    """What the model takes, made from raw windows, frames or feature vectors exactly as the card says.
+
+    Normalisation is per channel `(x - mean) / std`, applied with channels last (the way windows and images
+    arrive), then the card's layout is applied. Output is always float32, batch first.
+    """
+
+    def __init__(self, card: ModelCard):
+        self.card = card
+        self.spec = card.input
+        self._norm = _normalizer(self.spec.normalize, self.spec.channels)
+
+    def _normalized(self, x: np.ndarray) -> np.ndarray:
+        if self._norm is not None:
+            mean, std = self._norm
+            x = (x - mean) / std
+        return x.astype(np.float32, copy=False)
+
+    def _expect(self, kind: type) -> None:
+        if not isinstance(self.spec, kind):
+            raise ValueError(f"model {self.card.name} takes {self.spec.kind} input, not {kind.__name__}")
+
+    def time_series(self, windows: np.ndarray) -> np.ndarray:
+        """[B, window, channels] raw -> normalised, [B, channels, window] (channels_first) or as is."""
+        self._expect(TimeSeriesInput)
+        spec = self.spec
+        if windows.ndim != 3 or windows.shape[1:] != (spec.window, spec.channels):
+            raise ValueError(f"expected windows [B, {spec.window}, {spec.channels}], got {list(windows.shape)}")
+        x = self._normalized(np.asarray(windows, dtype=np.float32))
+        if spec.layout == "channels_first":
+            x = x.transpose(0, 2, 1)
+        return np.ascontiguousarray(x)
+
+    def image(self, frames: list[ImageFrame]) -> np.ndarray:
+        """Frames of any size -> resized (bilinear) to the card's height x width, scaled, normalised, nchw/nhwc."""
+        self._expect(ImageInput)
+        spec = self.spec
+        batch = np.empty((len(frames), spec.height, spec.width, spec.channels), dtype=np.float32)
+        for index, frame in enumerate(frames):
+            pixels = frame.pixels
+            if pixels.ndim != 3 or pixels.shape[2] != spec.channels:
+                raise ValueError(f"frame {index} is {list(pixels.shape)}, expected [h, w, {spec.channels}]")
+            if pixels.shape[:2] != (spec.height, spec.width):
+                pixels = _resize(pixels, spec.height, spec.width)
+            batch[index] = pixels
+        x = self._normalized(batch * np.float32(spec.scale))
+        if spec.layout == "nchw":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x)
+
+    def features(self, vectors: np.ndarray) -> np.ndarray:
+        """[B, F] raw feature vectors -> normalised float32."""
+        self._expect(FeatureInput)
+        if vectors.ndim != 2 or vectors.shape[1] != self.spec.features:
+            raise ValueError(f"expected vectors [B, {self.spec.features}], got {list(vectors.shape)}")
+        return np.ascontiguousarray(self._normalized(np.asarray(vectors, dtype=np.float32)))
+
+
+def _resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    image_module = require_pillow()
+    pixels = pixels.astype(np.uint8, copy=False)
+    bilinear = getattr(image_module, "Resampling", image_module).BILINEAR
+    if pixels.shape[2] == 1:
+        resized = image_module.fromarray(np.ascontiguousarray(pixels[:, :, 0])).resize((width, height), bilinear)
+        return np.asarray(resized)[:, :, None]
+    # the channel order (rgb or bgr) does not matter to a per-channel resize
+    resized = image_module.fromarray(np.ascontiguousarray(pixels)).resize((width, height), bilinear)
+    return np.asarray(resized)

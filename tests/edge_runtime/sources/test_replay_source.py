@@ -1,0 +1,153 @@
+"""Replaying CSV and NPZ recordings: every sample in order, rebased time, pacing, looping and file errors."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from edge_runtime.config import ReplaySourceConfig
+from edge_runtime.sources.replay import ReplaySource
+
+
+def replay(context, path, **options) -> ReplaySource:
+    return ReplaySource(ReplaySourceConfig(type="replay", path=path, **options), context)
+
+
+def write_csv(path, rows: int = 95, with_ts: bool = True, start_ts: float = 500.0, rate_hz: float = 100.0):
+    header = (["ts"] if with_ts else []) + ["ax", "ay", "az", "label"]
+    lines = [",".join(header)]
+    for i in range(rows):
+        cells = ([f"{start_ts + i / rate_hz:.6f}"] if with_ts else []) + [str(i), str(-i), str(i / 4), "walk"]
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_to_end(source: ReplaySource, sink, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    source.start()
+    sink.wait_until(lambda: source.finished, timeout)
+    source.stop()
+    return time.monotonic() - started
+
+
+def test_csv_at_speed_0_delivers_every_sample_in_order(tmp_path, sink, make_context):
+    source = replay(make_context(), write_csv(tmp_path / "walk.csv"), speed=0)
+    before = time.time()
+    run_to_end(source, sink)
+    values, ts = sink.values(), sink.ts()
+    assert values.shape == (95, 3) and values.dtype == np.float32
+    np.testing.assert_array_equal(values[:, 0], np.arange(95))
+    np.testing.assert_array_equal(values[:, 2], np.arange(95) / 4)
+    assert before <= ts[0] <= time.time()  # rebased to the wall clock at start
+    np.testing.assert_allclose(np.diff(ts), 0.01, atol=1e-6)  # the recorded spacing is kept
+    assert [len(block) for block in sink.blocks] == [10] * 9 + [5]  # hop-sized blocks
+    assert sink.rejections == []
+
+
+def test_csv_without_timestamps_uses_the_card_rate(tmp_path, sink, make_context, timeseries_card):
+    source = replay(make_context(timeseries_card(rate_hz=50.0)), write_csv(tmp_path / "a.csv", with_ts=False),
+                    speed=0)
+    run_to_end(source, sink)
+    np.testing.assert_allclose(np.diff(sink.ts()), 0.02, atol=1e-6)
+
+
+def test_csv_columns_pick_and_order_the_channels(tmp_path, sink, make_context, timeseries_card):
+    source = replay(make_context(timeseries_card(channels=2)), write_csv(tmp_path / "a.csv", rows=5), speed=0,
+                    columns=["az", "ax"])
+    run_to_end(source, sink)
+    np.testing.assert_array_equal(sink.values(), [[i / 4, i] for i in range(5)])
+
+
+def test_npz_with_values_and_ts(tmp_path, sink, make_context):
+    values = np.random.default_rng(1).normal(size=(37, 3))
+    np.savez(tmp_path / "rec.npz", values=values, ts=1e9 + np.arange(37) * 0.02)
+    run_to_end(replay(make_context(), tmp_path / "rec.npz", speed=0), sink)
+    np.testing.assert_allclose(sink.values(), values.astype(np.float32))
+    np.testing.assert_allclose(np.diff(sink.ts()), 0.02, atol=1e-6)
+
+
+def test_npz_with_x_only(tmp_path, sink, make_context):
+    np.savez(tmp_path / "rec.npz", x=np.arange(30, dtype=np.float32).reshape(10, 3))
+    run_to_end(replay(make_context(), tmp_path / "rec.npz", speed=0), sink)
+    np.testing.assert_array_equal(sink.values().ravel(), np.arange(30))
+    np.testing.assert_allclose(np.diff(sink.ts()), 0.01, atol=1e-6)
+
+
+def test_speed_20_takes_about_the_recorded_time_over_20(tmp_path, sink, make_context):
+    # 200 samples at 100 Hz = 2 s of data -> about 0.1 s of wall time at 20x
+    source = replay(make_context(), write_csv(tmp_path / "a.csv", rows=201), speed=20)
+    elapsed = run_to_end(source, sink)
+    assert 0.05 < elapsed < 5.0  # a sanity check, not a performance threshold
+    np.testing.assert_array_equal(sink.values()[:, 0], np.arange(201))
+    assert 1 < len(sink.blocks) < 150  # samples due together go out together, not one sleep per sample
+    np.testing.assert_allclose(np.diff(sink.ts()), 0.01, atol=1e-6)  # data time, not wall time
+
+
+def test_loop_keeps_ts_increasing(tmp_path, sink, make_context):
+    source = replay(make_context(), write_csv(tmp_path / "a.csv", rows=20), speed=0, loop=True)
+    source.start()
+    sink.wait_until(lambda: sink.samples() >= 70)
+    source.stop()
+    assert not source.finished
+    ts, values = sink.ts(), sink.values()
+    assert (np.diff(ts) > 0).all()
+    np.testing.assert_allclose(np.diff(ts), 0.01, atol=1e-6)  # one step between the last and the next first
+    np.testing.assert_array_equal(values[:60, 0], np.tile(np.arange(20), 3))
+
+
+def test_stop_ends_a_slow_replay_promptly(tmp_path, sink, make_context):
+    source = replay(make_context(), write_csv(tmp_path / "a.csv", rows=50), speed=0.01)
+    source.start()
+    sink.wait_until(lambda: sink.samples() >= 1)
+    started = time.monotonic()
+    source.stop()
+    assert time.monotonic() - started < 2.0
+    assert not source.finished
+
+
+@pytest.mark.parametrize("content, words", [
+    ("ts,ax,ay,az\n0,1,2,3\n0.01,1,oops,3\n", "line 3 column 'ay'"),
+    ("ts,ax,ay,az\n0,1,2,3\n0.01,1,nan,3\n", "not a finite number"),
+    ("ts,ax,ay,az\n0,1,2,3\n0.01,1,2\n", "line 3: 3 cells"),
+    ("ts,ax,ay\n0,1,2\n", "2 value columns"),
+    ("ts,ax,ay,az\n0,1,2,3\n0,1,2,3\n", "timestamps must increase"),
+    ("ts,ax,ay,az\n", "at least one row"),
+    ("", "header row"),
+])
+def test_bad_csv_is_a_clear_error_at_construction(tmp_path, make_context, content, words):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="bad.csv") as info:
+        replay(make_context(), path)
+    assert words in str(info.value)
+
+
+def test_named_columns_must_exist(tmp_path, make_context):
+    path = write_csv(tmp_path / "a.csv", rows=3)
+    with pytest.raises(ValueError, match="no column 'gx'.*columns: \\['ts', 'ax'"):
+        replay(make_context(), path, columns=["ax", "gx", "az"])
+    with pytest.raises(ValueError, match="no timestamp column 'time'"):
+        replay(make_context(), path, timestamp_column="time")
+
+
+def test_missing_wrong_and_garbage_files(tmp_path, make_context):
+    with pytest.raises(ValueError, match="nothere.csv does not exist"):
+        replay(make_context(), tmp_path / "nothere.csv")
+    (tmp_path / "data.txt").write_text("1,2,3\n")
+    with pytest.raises(ValueError, match=r"\.csv or \.npz"):
+        replay(make_context(), tmp_path / "data.txt")
+    (tmp_path / "junk.npz").write_bytes(b"this is not a zip")
+    with pytest.raises(ValueError, match="junk.npz: cannot read it as NPZ"):
+        replay(make_context(), tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", y=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="'values' \\(or 'x'\\)"):
+        replay(make_context(), tmp_path / "other.npz")
+    np.savez(tmp_path / "shape.npz", values=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"\[3, 2\], expected \[n > 0, 3\]"):
+        replay(make_context(), tmp_path / "shape.npz")
+    np.savez(tmp_path / "ts.npz", values=np.zeros((3, 3)), ts=np.zeros(2))
+    with pytest.raises(ValueError, match="'ts' has 2 values for 3 samples"):
+        replay(make_context(), tmp_path / "ts.npz")

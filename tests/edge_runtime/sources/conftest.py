@@ -93,3 +93,12 @@ def make_context(sink: FakeSink) -> Callable[..., SourceContext]:
         return SourceContext(card=card or _timeseries_card(), **kwargs)
 
     return make
+
+
+@pytest.fixture
+def without_pillow(monkeypatch):
+    """A device install without Pillow: importing PIL fails as it would there."""
+    import sys
+
+    for name in ("PIL", "PIL.Image"):
+        monkeypatch.setitem(sys.modules, name, None)

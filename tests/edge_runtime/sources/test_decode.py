@@ -136,8 +136,7 @@ def _png(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.skipif(HAS_PILLOW, reason="checks the message shown when Pillow is missing")
-def test_image_without_pillow_says_what_to_install(image_card):
+def test_image_without_pillow_says_what_to_install(without_pillow, image_card):
     error = rejected(decode_image, b"\x89PNG....", image_card().input, 1000)
     assert error.reason == "image_unsupported" and "pip install pillow" in error.detail
 

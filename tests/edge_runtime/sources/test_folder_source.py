@@ -32,8 +32,7 @@ def shades(sink) -> list[int]:
     return [int(round(float(item.pixels.mean()))) for item in sink.items if isinstance(item, ImageFrame)]
 
 
-@pytest.mark.skipif(HAS_PILLOW, reason="checks the error shown when Pillow is missing")
-def test_without_pillow_the_error_says_what_to_install(tmp_path, make_context, image_card):
+def test_without_pillow_the_error_says_what_to_install(without_pillow, tmp_path, make_context, image_card):
     (tmp_path / "a.png").write_bytes(b"\x89PNG")
     with pytest.raises(SourceUnavailable, match="pip install pillow"):
         folder(make_context(image_card()), tmp_path)

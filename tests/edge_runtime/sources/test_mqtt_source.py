@@ -116,8 +116,7 @@ def test_sample_formats_need_a_sample_model(make_context, image_card):
         mqtt(make_context(image_card()), format="json")
 
 
-@pytest.mark.skipif(HAS_PILLOW, reason="checks the error shown when Pillow is missing")
-def test_image_format_without_pillow_fails_at_construction(make_context, image_card):
+def test_image_format_without_pillow_fails_at_construction(without_pillow, make_context, image_card):
     with pytest.raises(SourceUnavailable, match="pip install pillow"):
         mqtt(make_context(image_card()), format="image")
 

@@ -184,8 +184,7 @@ def test_image_resize_bilinear(image_card):
     np.testing.assert_allclose(out, 50.0)
 
 
-@pytest.mark.skipif(HAS_PILLOW, reason="checks the message shown when Pillow is missing")
-def test_image_resize_without_pillow_says_what_to_install(image_card):
+def test_image_resize_without_pillow_says_what_to_install(without_pillow, image_card):
     frame = ImageFrame(ts=0.0, pixels=np.zeros((8, 8, 3), dtype=np.uint8))
     with pytest.raises(InputRejected, match="pip install pillow"):
         Preprocessor(image_card()).image([frame])

@@ -119,13 +119,20 @@ def render(rows: list[dict], command: str, target: str) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-def write_section(path: Path, text: str) -> None:
+def write_section(
+    path: Path,
+    text: str,
+    marks: tuple[str, str] = (MARK_START, MARK_END),
+    title: str = "Converter (`benchmarks/convert.py`)",
+) -> None:
+    """Replace the text between a benchmark's markers in a markdown file (or append a new section)."""
+    start, end = marks
     body = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{MARK_START}\n{text}\n{MARK_END}"
-    if MARK_START in body:
-        body = re.sub(re.escape(MARK_START) + r".*?" + re.escape(MARK_END), lambda _: section, body, flags=re.S)
+    section = f"{start}\n{text}\n{end}"
+    if start in body:
+        body = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: section, body, flags=re.S)
     else:
-        body = body.rstrip() + "\n\n## Converter (`benchmarks/convert.py`)\n\n" + section + "\n"
+        body = body.rstrip() + f"\n\n## {title}\n\n" + section + "\n"
     path.write_text(body)
 
 

@@ -18,7 +18,9 @@ runs before paho re-sends its held messages, so subscriptions and the generation
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -64,6 +66,13 @@ def _check_topic(topic: str, qos: int) -> None:
         raise ValueError(f"qos must be 0, 1 or 2, got {qos}")
 
 
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """Send small MQTT packets at once: with Nagle's algorithm a prediction can wait for the broker's delayed
+    ACK (tens of milliseconds) on an otherwise idle connection."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class MqttLink:
     """One paho client plus a drainer thread that moves the spool to the broker; see the module docstring."""
 
@@ -88,6 +97,7 @@ class MqttLink:
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_publish = self._handle_publish
         self._client.on_message = self._handle_message
+        self._client.on_socket_open = _no_delay
         self._client.max_inflight_messages_set(WINDOW)
         self._client.max_queued_messages_set(PAHO_QUEUE)
 

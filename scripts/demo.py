@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto")
     parser.add_argument("--speed", type=float, default=40.0, help="replay speed (x real time)")
     args = parser.parse_args()
-    workdir = args.workdir
+    workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
     run([sys.executable, "-m", "converter.samples", "activity", workdir, "--recording"])
@@ -101,6 +101,12 @@ def main() -> int:
         print(f"\nbroker: {broker_name} on 127.0.0.1:{port}; daemon config: {config}\n", flush=True)
         received: list[dict] = []
         lock = threading.Lock()
+        first_seq: list[int] = []
+
+        def truth_for(body: dict) -> str:
+            # the k-th prediction ends at sample 49 + 10k of the recording (window 50, hop 10)
+            k = body["seq"] - first_seq[0]
+            return true_labels[min(49 + 10 * k, len(true_labels) - 1)]
 
         def on_message(client, userdata, message) -> None:
             topic = message.topic
@@ -110,10 +116,10 @@ def main() -> int:
                 return
             if "/predictions/" in topic:
                 with lock:
+                    first_seq[:] = first_seq or [body["seq"]]
                     received.append(body)
                     count = len(received)
-                # prediction k ends at sample 49 + 10k of the recording (window 50, hop 10)
-                truth = true_labels[min(49 + 10 * body["seq"], len(true_labels) - 1)]
+                truth = truth_for(body)
                 if count % 5 == 1:
                     mark = "ok" if body["label"] == truth else "  "
                     print(f"  prediction seq {body['seq']:>3}: {body['label']:<10} {body['score']:.3f}  "
@@ -145,9 +151,7 @@ def main() -> int:
             watcher.loop_stop()
             broker.terminate()
             broker.wait(10)
-        correct = sum(
-            1 for body in received if body["label"] == true_labels[min(49 + 10 * body["seq"], len(true_labels) - 1)]
-        )
+        correct = sum(1 for body in received if body["label"] == truth_for(body))
         print(f"\n{len(received)} predictions over MQTT; {correct} match what the wearer was doing "
               f"({100 * correct / max(len(received), 1):.1f}%, windows that straddle two activities included)")
         return code

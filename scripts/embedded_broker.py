@@ -27,6 +27,7 @@ async def serve(port: int) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     warnings.simplefilter("ignore", DeprecationWarning)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(int(sys.argv[1])))

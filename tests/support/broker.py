@@ -44,7 +44,7 @@ def _free_port() -> int:
 class MosquittoBroker:
     """mosquitto on a free loopback port; `restart()` keeps the port, so clients reconnect to the same url."""
 
-    def __init__(self, persistence: bool = False, start: bool = True):
+    def __init__(self, persistence: bool = False, start: bool = True, extra_config: list[str] | None = None):
         self.executable = _mosquitto()
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mosquitto-"))
@@ -60,6 +60,7 @@ class MosquittoBroker:
         ]
         if persistence:
             lines += [f"persistence_location {self.dir}/", "autosave_interval 0"]
+        lines += extra_config or []
         self.config.write_text("\n".join(lines) + "\n")
         self._process: subprocess.Popen | None = None
         if start:

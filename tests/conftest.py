@@ -44,3 +44,12 @@ def activity_recording(activity_sample, tmp_path_factory):
     from converter.samples.recording import write_activity_recording
 
     return write_activity_recording(tmp_path_factory.mktemp("recording") / "activity.recording.csv")
+
+
+@pytest.fixture
+def broker():
+    """A fresh, real mosquitto on a free loopback port, stopped (and its temp dir removed) after the test."""
+    from tests.support.broker import MosquittoBroker
+
+    with MosquittoBroker() as running:
+        yield running

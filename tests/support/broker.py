@@ -44,7 +44,8 @@ def _free_port() -> int:
 class MosquittoBroker:
     """mosquitto on a free loopback port; `restart()` keeps the port, so clients reconnect to the same url."""
 
-    def __init__(self, persistence: bool = False, start: bool = True, extra_config: list[str] | None = None):
+    def __init__(self, persistence: bool = False, start: bool = True, extra_config: list[str] | None = None,
+                 anonymous: bool = True):
         self.executable = _mosquitto()
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mosquitto-"))
@@ -52,7 +53,7 @@ class MosquittoBroker:
         self.log = self.dir / "mosquitto.log"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if anonymous else 'false'}",
             # Run as root (CI), mosquitto would switch to its own user and could not write the temp dir.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
             "max_queued_messages 0",  # a stopped collector must not lose a long test stream

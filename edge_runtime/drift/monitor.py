@@ -1,0 +1,293 @@
+"""Drift detection on the device, in constant time per sample and fixed memory.
+
+The model worker calls `update` once per prediction with the samples that prediction added to the stream (a hop
+of a time series, or one feature vector) and the class the model predicted. The monitor keeps the last `window`
+samples as bin numbers in a ring, so a histogram update costs the same whatever the uptime. `evaluate` compares:
+
+- per input channel: PSI and Jensen-Shannon distance of the window's histogram against the mixture of the class
+  references weighted by the classes predicted in the window (classifiers) or the pooled reference; the share of
+  samples outside the range their class showed in the reference; a stuck channel (the same value many times in a
+  row where the reference varies); the share of samples rejected as NaN/infinite;
+- a two-sided CUSUM on each channel's per-class standardised hop means, which sees an abrupt shift long before
+  a whole window has filled;
+- the outputs: class mix against the reference class distribution (reported, counted toward the state only if
+  configured), confidence mean, spread and trend.
+
+Thresholds come from the bundle, calibrated by the converter on held-out parts of the calibration data.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_runtime.drift.reference import DriftReference, bin_index
+
+LEVELS = ("ok", "warning", "drift")
+_EPS = 1e-4
+WINDOW_METRICS = ("psi", "js", "out_of_range")
+Z_CLIP = 3.0
+
+
+Bounds = tuple[float, float] | list[tuple[float, float]]
+
+
+@dataclass
+class Thresholds:
+    """(warning, drift) per metric; a metric at or above a bound raises the state to that level.
+
+    The per-channel metrics (psi, js, out_of_range, cusum) take one pair for every channel, or one pair per
+    channel: channels differ in how much they vary without drift, and one bound for all would be set by the
+    noisiest channel and blind on the quiet ones.
+    """
+
+    psi: Bounds = (0.2, 0.4)
+    js: Bounds = (0.2, 0.3)
+    out_of_range: Bounds = (0.05, 0.15)
+    cusum: Bounds = (8.0, 16.0)
+    missing: tuple[float, float] = (0.01, 0.05)
+    class_mix: tuple[float, float] = (0.5, 1.0)
+    stuck_run: int = 50
+
+    def for_channel(self, metric: str, channel: int) -> tuple[float, float]:
+        bounds = getattr(self, metric)
+        if bounds and isinstance(bounds[0], list | tuple):
+            return tuple(bounds[channel])
+        return tuple(bounds)
+
+    def as_dict(self) -> dict:
+        def plain(value):
+            if isinstance(value, list | tuple):
+                return [plain(item) for item in value]
+            return value
+
+        return {key: plain(value) for key, value in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Thresholds:
+        def pairs(value):
+            if isinstance(value, list) and value and isinstance(value[0], list):
+                return [tuple(item) for item in value]
+            return tuple(value) if isinstance(value, list) else value
+
+        return cls(**{key: pairs(value) for key, value in data.items() if key in cls.__dataclass_fields__})
+
+
+def psi(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Population stability index per row (channel) of two share matrices [C, B]."""
+    a, e = np.clip(actual, _EPS, None), np.clip(expected, _EPS, None)
+    return np.sum((a - e) * np.log(a / e), axis=-1)
+
+
+def js_distance(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon distance (base 2, in [0, 1]) per row of two share matrices [C, B]."""
+    a, e = np.clip(actual, 1e-12, None), np.clip(expected, 1e-12, None)
+    a, e = a / a.sum(axis=-1, keepdims=True), e / e.sum(axis=-1, keepdims=True)
+    m = (a + e) / 2
+    divergence = 0.5 * np.sum(a * np.log2(a / m), axis=-1) + 0.5 * np.sum(e * np.log2(e / m), axis=-1)
+    return np.sqrt(np.clip(divergence, 0.0, None))
+
+
+def _level(value: float, bounds: tuple[float, float]) -> int:
+    return 2 if value >= bounds[1] else 1 if value >= bounds[0] else 0
+
+
+@dataclass
+class DriftMonitor:
+    reference: DriftReference
+    thresholds: Thresholds
+    window: int = 500
+    cusum_slack: float = 0.25
+    class_mix_counts: bool = False
+    channel_names: list[str] | None = None
+    class_names: list[str] | None = None
+    # state
+    _bins: np.ndarray = field(init=False, repr=False)
+    _outside: np.ndarray = field(init=False, repr=False)
+    _values: np.ndarray = field(init=False, repr=False)
+    _classes: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ref = self.reference
+        channels, bins, classes = ref.channels, ref.bins, ref.classes
+        self._bins = np.zeros((self.window, channels), dtype=np.int16)
+        self._outside = np.zeros((self.window, channels), dtype=bool)
+        self._values = np.zeros((self.window, channels), dtype=np.float64)
+        self._classes = np.zeros(self.window, dtype=np.int16)
+        self._counts = np.zeros((channels, bins), dtype=np.int64)
+        self._class_counts = np.zeros(classes, dtype=np.int64)
+        self._outside_counts = np.zeros(channels, dtype=np.int64)
+        self._channel_index = np.arange(channels)
+        self._low, self._high = ref.low.min(axis=0), ref.high.max(axis=0)
+        self._pos = 0
+        self._filled = 0
+        self.samples_seen = 0
+        self._cusum_up = np.zeros(channels)
+        self._cusum_down = np.zeros(channels)
+        self._last = np.full(channels, np.nan)
+        self._run = np.zeros(channels, dtype=np.int64)
+        self._confidence: deque[float] = deque(maxlen=max(8, self.window // 4))
+        self._missing: deque[tuple[int, int]] = deque()  # (accepted, missing) per update, trimmed to the window
+        self._missing_totals = [0, 0]
+        if self.channel_names is None or len(self.channel_names) != channels:
+            self.channel_names = [f"ch{index}" for index in range(channels)]
+
+    # -- per prediction ------------------------------------------------------------------------------------------
+    def update(self, samples: np.ndarray, predicted_class: int = 0, confidence: float | None = None) -> None:
+        """Add the samples one prediction brought in ([n, C], model-ready), with the class the model predicted."""
+        ref = self.reference
+        samples = np.asarray(samples, dtype=np.float64)[-self.window :]
+        n = len(samples)
+        if not n:
+            return
+        cls = int(predicted_class) if ref.classes > 1 else 0
+        bins = bin_index(samples, ref.inner_edges)
+        # outside everything the reference saw, whatever the class: per-class ranges of a few runs are too narrow
+        outside = (samples < self._low) | (samples > self._high)
+        slots = (self._pos + np.arange(n)) % self.window
+        leaving = self._filled - (self.window - n)
+        if leaving > 0:  # the oldest samples leave the window
+            gone = slots[n - leaving :]  # before the first wrap the first slots are still empty
+            np.subtract.at(self._counts, (np.broadcast_to(self._channel_index, (leaving, ref.channels)),
+                                          self._bins[gone].astype(np.int64)), 1)
+            np.subtract.at(self._class_counts, self._classes[gone].astype(np.int64), 1)
+            self._outside_counts -= self._outside[gone].sum(axis=0)
+        self._bins[slots], self._outside[slots], self._values[slots], self._classes[slots] = bins, outside, samples, cls
+        np.add.at(self._counts, (np.broadcast_to(self._channel_index, (n, ref.channels)), bins.astype(np.int64)), 1)
+        self._class_counts[cls] += n
+        self._outside_counts += outside.sum(axis=0)
+        self._pos = (self._pos + n) % self.window
+        self._filled = min(self.window, self._filled + n)
+        self.samples_seen += n
+        # sequential detector: how far this hop's mean is from its class mean, in units of how far it strays
+        # without drift (within-run noise and the differences between runs the reference saw)
+        # Clipped (a Huber-style CUSUM): when the activity changes, the first hops of the new one are still
+        # attributed to the old class for a few predictions; one such hop must not count like a sensor fault.
+        z = np.clip((samples.mean(axis=0) - ref.mean[cls]) / ref.mean_scale[cls], -Z_CLIP, Z_CLIP)
+        self._cusum_up = np.maximum(0.0, self._cusum_up + z - self.cusum_slack)
+        self._cusum_down = np.maximum(0.0, self._cusum_down - z - self.cusum_slack)
+        # stuck sensor: the same value many samples in a row
+        same = np.diff(np.vstack([self._last, samples]), axis=0) == 0
+        for row in same:
+            self._run = np.where(row, self._run + 1, 1)
+        self._last = samples[-1]
+        if confidence is not None:
+            self._confidence.append(float(confidence))
+        self._count_missing(n, 0)
+
+    def record_missing(self, count: int = 1) -> None:
+        """Samples the daemon rejected as NaN/infinite: they count toward the missing share."""
+        self._count_missing(0, count)
+
+    def _count_missing(self, accepted: int, missing: int) -> None:
+        self._missing.append((accepted, missing))
+        self._missing_totals[0] += accepted
+        self._missing_totals[1] += missing
+        while self._missing and self._missing_totals[0] - self._missing[0][0] >= self.window:
+            old_accepted, old_missing = self._missing.popleft()
+            self._missing_totals[0] -= old_accepted
+            self._missing_totals[1] -= old_missing
+
+    # -- metrics -------------------------------------------------------------------------------------------------
+    @property
+    def filled(self) -> bool:
+        return self._filled >= self.window
+
+    def class_weights(self) -> np.ndarray:
+        return self._class_counts / max(self._class_counts.sum(), 1)
+
+    def expected_shares(self) -> np.ndarray:
+        """[C, B]: the reference the window is compared with (class mixture, or pooled)."""
+        ref = self.reference
+        if ref.classes == 1:
+            return ref.pooled_shares
+        return np.tensordot(self.class_weights(), ref.shares, axes=1)
+
+    def metrics(self) -> dict[str, np.ndarray]:
+        """Per-channel metric arrays, the numbers the thresholds are calibrated on."""
+        actual = self._counts / max(self._filled, 1)
+        expected = self.expected_shares()
+        ref = self.reference
+        weights = self.class_weights()
+        expected_std = weights @ ref.std if ref.classes > 1 else ref.std[0]
+        return {
+            "psi": psi(actual, expected),
+            "js": js_distance(actual, expected),
+            "out_of_range": self._outside_counts / max(self._filled, 1),
+            "cusum": np.maximum(self._cusum_up, self._cusum_down),
+            "stuck": (self._run >= self.thresholds.stuck_run) & (expected_std > 1e-9),
+            "run": self._run.copy(),
+        }
+
+    def evaluate(self) -> dict:
+        """The drift message: state, per-channel metrics, output metrics, and the channels that drift most."""
+        t = self.thresholds
+        values = self.metrics()
+        reasons: list[tuple[float, str]] = []
+        channels = {}
+        scores = np.zeros(self.reference.channels)
+        for index, name in enumerate(self.channel_names):
+            level = 0
+            entry = {"cusum": round(float(values["cusum"][index]), 3), "stuck": bool(values["stuck"][index])}
+            checks = [("cusum", values["cusum"][index], t.for_channel("cusum", index))]
+            if self.filled:
+                for metric in WINDOW_METRICS:
+                    entry[metric] = round(float(values[metric][index]), 4)
+                    checks.append((metric, values[metric][index], t.for_channel(metric, index)))
+            for metric, value, bounds in checks:
+                metric_level = _level(value, bounds)
+                scores[index] = max(scores[index], value / bounds[1])
+                if metric_level:
+                    reasons.append((value / bounds[1], f"{name} {metric} {value:.3g} >= {bounds[metric_level - 1]:.3g}"))
+                level = max(level, metric_level)
+            if entry["stuck"]:
+                level = 2
+                scores[index] = max(scores[index], 10.0)
+                reasons.append((10.0, f"{name} stuck: {int(values['run'][index])} identical samples"))
+            entry["level"] = LEVELS[level]
+            channels[name] = entry
+        state = max((LEVELS.index(entry["level"]) for entry in channels.values()), default=0)
+        missing_share = self._missing_totals[1] / max(sum(self._missing_totals), 1)
+        missing_level = _level(missing_share, t.missing)
+        if missing_level:
+            reasons.append((missing_share / t.missing[1], f"missing share {missing_share:.3g}"))
+        state = max(state, missing_level)
+        outputs = self._output_metrics()
+        if self.class_mix_counts and outputs.get("class_mix"):
+            mix_level = _level(outputs["class_mix"]["psi"], t.class_mix)
+            if mix_level:
+                reasons.append((outputs["class_mix"]["psi"] / t.class_mix[1], "class mix changed"))
+            state = max(state, mix_level)
+        order = np.argsort(-scores)
+        return {
+            "state": LEVELS[state],
+            "window": {"size": self.window, "filled": int(self._filled), "samples_seen": int(self.samples_seen)},
+            "channels": channels,
+            "top_channels": [self.channel_names[i] for i in order if scores[i] > 0][:3],
+            "missing_share": round(missing_share, 4),
+            "outputs": outputs,
+            "reasons": [text for _, text in sorted(reasons, reverse=True)][:5],
+        }
+
+    def _output_metrics(self) -> dict:
+        ref = self.reference
+        out: dict = {}
+        if ref.classes > 1:
+            current = self.class_weights()
+            names = self.class_names or [str(i) for i in range(ref.classes)]
+            out["class_mix"] = {
+                "current": {name: round(float(share), 4) for name, share in zip(names, current, strict=False)},
+                "reference": {name: round(float(share), 4) for name, share in zip(names, ref.class_prior,
+                                                                                   strict=False)},
+                "psi": round(float(psi(current[None], ref.class_prior[None])[0]), 4),
+                "counts_toward_state": self.class_mix_counts,
+            }
+        if self._confidence:
+            confidence = np.fromiter(self._confidence, dtype=np.float64)
+            half = len(confidence) // 2
+            trend = float(confidence[half:].mean() - confidence[:half].mean()) if half else 0.0
+            out["confidence"] = {"mean": round(float(confidence.mean()), 4), "std": round(float(confidence.std()), 4),
+                                 "trend": round(trend, 4), "predictions": len(confidence)}
+        return out

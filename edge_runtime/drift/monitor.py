@@ -240,7 +240,8 @@ class DriftMonitor:
                 metric_level = _level(value, bounds)
                 scores[index] = max(scores[index], value / bounds[1])
                 if metric_level:
-                    reasons.append((value / bounds[1], f"{name} {metric} {value:.3g} >= {bounds[metric_level - 1]:.3g}"))
+                    bound = bounds[metric_level - 1]
+                    reasons.append((value / bounds[1], f"{name} {metric} {value:.3g} >= {bound:.3g}"))
                 level = max(level, metric_level)
             if entry["stuck"]:
                 level = 2

@@ -127,10 +127,30 @@ def reference_statistics(
     else:
         flat = scores.reshape(len(scores), -1).astype(np.float64)
         outputs["values"] = {"mean": flat.mean(axis=0).tolist(), "std": flat.std(axis=0).tolist()}
-    return {
+    document = {
         "schema": REFERENCE_SCHEMA,
         "source": calibration.source,
         "samples": len(calibration),
         "inputs": inputs,
         "outputs": outputs,
     }
+    drift = _drift(calibration, predicted, card, classification)
+    if drift is not None:
+        document["drift"] = drift
+    return document
+
+
+def _drift(calibration: Dataset, predicted: np.ndarray | None, card: ModelCard | None, classification: bool
+           ) -> dict | None:
+    """The on-device drift reference with cross-fitted thresholds, for single-input sensor models with a card."""
+    from converter.drift_calibration import drift_section
+
+    if card is None or len(calibration.inputs) != 1:
+        return None
+    name, array = next(iter(calibration.inputs.items()))
+    if card.input.name not in (None, name):
+        return None
+    n_classes = len(card.labels) if (classification and card.labels) else 1
+    windows = predicted if (classification and predicted is not None) else np.zeros(len(array), dtype=np.int64)
+    labels = calibration.labels if n_classes > 1 else None
+    return drift_section(array, labels, windows, card, n_classes)

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_runtime.drift.reference import DriftReference, bin_index
+from edge_runtime.drift.reference import DriftReference
 
 LEVELS = ("ok", "warning", "drift")
 _EPS = 1e-4
 WINDOW_METRICS = ("psi", "js", "out_of_range")
 Z_CLIP = 3.0
+WINDOW_EVERY = 5  # predictions between two computations of the window metrics in `level`
 
 
 Bounds = tuple[float, float] | list[tuple[float, float]]
@@ -94,6 +95,11 @@ def _level(value: float, bounds: tuple[float, float]) -> int:
     return 2 if value >= bounds[1] else 1 if value >= bounds[0] else 0
 
 
+def _array_level(values: np.ndarray, bounds: np.ndarray) -> int:
+    """Highest level any channel reaches; `bounds` is [C, 2] (warning, drift)."""
+    return 2 if (values >= bounds[:, 1]).any() else 1 if (values >= bounds[:, 0]).any() else 0
+
+
 @dataclass
 class DriftMonitor:
     reference: DriftReference
@@ -106,17 +112,22 @@ class DriftMonitor:
     # state
     _bins: np.ndarray = field(init=False, repr=False)
     _outside: np.ndarray = field(init=False, repr=False)
-    _values: np.ndarray = field(init=False, repr=False)
     _classes: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         ref = self.reference
         channels, bins, classes = ref.channels, ref.bins, ref.classes
-        self._bins = np.zeros((self.window, channels), dtype=np.int16)
+        self._bins = np.zeros((self.window, channels), dtype=np.int64)  # bin + channel * bins (a flat index)
         self._outside = np.zeros((self.window, channels), dtype=bool)
-        self._values = np.zeros((self.window, channels), dtype=np.float64)
-        self._classes = np.zeros(self.window, dtype=np.int16)
-        self._counts = np.zeros((channels, bins), dtype=np.int64)
+        self._classes = np.zeros(self.window, dtype=np.int64)
+        # inner edges padded with +inf to one [C, B - 1] array: binning is one comparison for all channels
+        self._edges = np.full((channels, bins - 1), np.inf)
+        for channel, edges in enumerate(ref.inner_edges):
+            self._edges[channel, : len(edges)] = edges
+        self._flat_offset = np.arange(channels) * bins
+        self._bounds = {metric: np.array([self.thresholds.for_channel(metric, c) for c in range(channels)])
+                        for metric in (*WINDOW_METRICS, "cusum")}
+        self._counts = np.zeros(channels * bins, dtype=np.int64)  # flat [C * B]
         self._class_counts = np.zeros(classes, dtype=np.int64)
         self._outside_counts = np.zeros(channels, dtype=np.int64)
         self._channel_index = np.arange(channels)
@@ -129,8 +140,11 @@ class DriftMonitor:
         self._last = np.full(channels, np.nan)
         self._run = np.zeros(channels, dtype=np.int64)
         self._confidence: deque[float] = deque(maxlen=max(8, self.window // 4))
-        self._missing: deque[tuple[int, int]] = deque()  # (accepted, missing) per update, trimmed to the window
-        self._missing_totals = [0, 0]
+        self._missing: deque[tuple[int, int]] = deque()  # (samples seen when it happened, count)
+        self._updates = 0
+        self._window_at = 0
+        self._window_level: int | None = None
+        self._varies = ref.std.max(axis=0) > 1e-9  # a stuck channel only counts where the reference varies
         if self.channel_names is None or len(self.channel_names) != channels:
             self.channel_names = [f"ch{index}" for index in range(channels)]
 
@@ -143,19 +157,22 @@ class DriftMonitor:
         if not n:
             return
         cls = int(predicted_class) if ref.classes > 1 else 0
-        bins = bin_index(samples, ref.inner_edges)
+        flat = ((samples[:, :, None] >= self._edges[None]).sum(axis=2) + self._flat_offset).astype(np.int64)
         # outside everything the reference saw, whatever the class: per-class ranges of a few runs are too narrow
         outside = (samples < self._low) | (samples > self._high)
-        slots = (self._pos + np.arange(n)) % self.window
+        end = self._pos + n
+        # a slice when the block does not wrap around the ring (always, when the window is a multiple of the hop)
+        slots = slice(self._pos, end) if end <= self.window else np.arange(self._pos, end) % self.window
         leaving = self._filled - (self.window - n)
+        size = self._counts.size
         if leaving > 0:  # the oldest samples leave the window
-            gone = slots[n - leaving :]  # before the first wrap the first slots are still empty
-            np.subtract.at(self._counts, (np.broadcast_to(self._channel_index, (leaving, ref.channels)),
-                                          self._bins[gone].astype(np.int64)), 1)
-            np.subtract.at(self._class_counts, self._classes[gone].astype(np.int64), 1)
+            # before the first wrap the first slots are still empty
+            gone = slice(end - leaving, end) if isinstance(slots, slice) else slots[n - leaving :]
+            self._counts -= np.bincount(self._bins[gone].ravel(), minlength=size)
+            self._class_counts -= np.bincount(self._classes[gone], minlength=ref.classes)
             self._outside_counts -= self._outside[gone].sum(axis=0)
-        self._bins[slots], self._outside[slots], self._values[slots], self._classes[slots] = bins, outside, samples, cls
-        np.add.at(self._counts, (np.broadcast_to(self._channel_index, (n, ref.channels)), bins.astype(np.int64)), 1)
+        self._bins[slots], self._outside[slots], self._classes[slots] = flat, outside, cls
+        self._counts += np.bincount(flat.ravel(), minlength=size)
         self._class_counts[cls] += n
         self._outside_counts += outside.sum(axis=0)
         self._pos = (self._pos + n) % self.window
@@ -168,27 +185,25 @@ class DriftMonitor:
         z = np.clip((samples.mean(axis=0) - ref.mean[cls]) / ref.mean_scale[cls], -Z_CLIP, Z_CLIP)
         self._cusum_up = np.maximum(0.0, self._cusum_up + z - self.cusum_slack)
         self._cusum_down = np.maximum(0.0, self._cusum_down - z - self.cusum_slack)
-        # stuck sensor: the same value many samples in a row
-        same = np.diff(np.vstack([self._last, samples]), axis=0) == 0
-        for row in same:
-            self._run = np.where(row, self._run + 1, 1)
+        # stuck sensor: the same value many samples in a row, counted in whole hops (a run that starts inside a
+        # hop is found one hop later, which is cheap to accept and saves a per-sample pass)
+        constant = samples.max(axis=0) == samples.min(axis=0)
+        self._run = np.where(constant, np.where(samples[0] == self._last, self._run + n, n), 1)
         self._last = samples[-1]
         if confidence is not None:
             self._confidence.append(float(confidence))
-        self._count_missing(n, 0)
+        self._updates += 1
 
     def record_missing(self, count: int = 1) -> None:
         """Samples the daemon rejected as NaN/infinite: they count toward the missing share."""
-        self._count_missing(0, count)
+        self._missing.append((self.samples_seen, count))
 
-    def _count_missing(self, accepted: int, missing: int) -> None:
-        self._missing.append((accepted, missing))
-        self._missing_totals[0] += accepted
-        self._missing_totals[1] += missing
-        while self._missing and self._missing_totals[0] - self._missing[0][0] >= self.window:
-            old_accepted, old_missing = self._missing.popleft()
-            self._missing_totals[0] -= old_accepted
-            self._missing_totals[1] -= old_missing
+    def missing_share(self) -> float:
+        """Rejected samples among the last `window` accepted ones plus those rejected meanwhile."""
+        while self._missing and self.samples_seen - self._missing[0][0] > self.window:
+            self._missing.popleft()
+        missing = sum(count for _, count in self._missing)
+        return missing / (min(self.samples_seen, self.window) + missing) if missing else 0.0
 
     # -- metrics -------------------------------------------------------------------------------------------------
     @property
@@ -205,21 +220,45 @@ class DriftMonitor:
             return ref.pooled_shares
         return np.tensordot(self.class_weights(), ref.shares, axes=1)
 
-    def metrics(self) -> dict[str, np.ndarray]:
+    def metrics(self, window_metrics: bool = True) -> dict[str, np.ndarray]:
         """Per-channel metric arrays, the numbers the thresholds are calibrated on."""
-        actual = self._counts / max(self._filled, 1)
-        expected = self.expected_shares()
         ref = self.reference
         weights = self.class_weights()
         expected_std = weights @ ref.std if ref.classes > 1 else ref.std[0]
-        return {
-            "psi": psi(actual, expected),
-            "js": js_distance(actual, expected),
-            "out_of_range": self._outside_counts / max(self._filled, 1),
+        values = {
             "cusum": np.maximum(self._cusum_up, self._cusum_down),
             "stuck": (self._run >= self.thresholds.stuck_run) & (expected_std > 1e-9),
             "run": self._run.copy(),
         }
+        if window_metrics:
+            actual = self._counts.reshape(ref.channels, -1) / max(self._filled, 1)
+            expected = self.expected_shares()
+            values["psi"] = psi(actual, expected)
+            values["js"] = js_distance(actual, expected)
+            values["out_of_range"] = self._outside_counts / max(self._filled, 1)
+        return values
+
+    def level(self) -> int:
+        """The state as 0/1/2 (ok/warning/drift), computed without building a report: cheap enough to run after
+        every prediction, so a state change is published at once."""
+        if (self._run >= self.thresholds.stuck_run).any() and (self._varies[self._run >= self.thresholds.stuck_run]
+                                                                 .any()):
+            return 2
+        level = _array_level(np.maximum(self._cusum_up, self._cusum_down), self._bounds["cusum"])
+        # the window histograms move by one hop per prediction: their metrics are recomputed every few predictions
+        if self.filled:
+            if self._updates - self._window_at >= WINDOW_EVERY or self._window_level is None:
+                values = self.metrics(window_metrics=True)
+                self._window_level = max(_array_level(values[m], self._bounds[m]) for m in WINDOW_METRICS)
+                self._window_at = self._updates
+            level = max(level, self._window_level)
+        t = self.thresholds
+        if self._missing:
+            level = max(level, _level(self.missing_share(), t.missing))
+        if self.class_mix_counts and self.reference.classes > 1:
+            mix = float(psi(self.class_weights()[None], self.reference.class_prior[None])[0])
+            level = max(level, _level(mix, t.class_mix))
+        return level
 
     def evaluate(self) -> dict:
         """The drift message: state, per-channel metrics, output metrics, and the channels that drift most."""
@@ -250,7 +289,7 @@ class DriftMonitor:
             entry["level"] = LEVELS[level]
             channels[name] = entry
         state = max((LEVELS.index(entry["level"]) for entry in channels.values()), default=0)
-        missing_share = self._missing_totals[1] / max(sum(self._missing_totals), 1)
+        missing_share = self.missing_share()
         missing_level = _level(missing_share, t.missing)
         if missing_level:
             reasons.append((missing_share / t.missing[1], f"missing share {missing_share:.3g}"))

@@ -121,7 +121,7 @@ class StreamResult:
 
 
 def run_stream(setup_: DriftSetup, monitor: DriftMonitor, raw: np.ndarray, *, fault: Fault | None = None,
-               fault_start: int = 0, evaluate_every: int = 1) -> StreamResult:
+               fault_start: int = 0, evaluate_every: int = 10) -> StreamResult:
     """Window, normalise, predict and monitor the stream hop by hop, as the daemon's model worker does."""
     import time
 
@@ -137,6 +137,7 @@ def run_stream(setup_: DriftSetup, monitor: DriftMonitor, raw: np.ndarray, *, fa
     report: dict = {}
     seen = 0
     count = 0
+    previous = 0
     for start in range(0, len(values), spec.hop):
         block = values[start : start + spec.hop]
         ts = (np.arange(start, start + len(block)) / spec.rate_hz).astype(np.float64)
@@ -146,15 +147,17 @@ def run_stream(setup_: DriftSetup, monitor: DriftMonitor, raw: np.ndarray, *, fa
             new = win if count == 0 else win[-spec.hop :]
             tick = time.perf_counter()
             monitor.update((new - mean) / std, result["class"], result["score"])
-            if count % evaluate_every == 0:
-                report = monitor.evaluate()
+            level = monitor.level()  # what the daemon runs after every prediction
             spent += time.perf_counter() - tick
+            if level != previous or count % evaluate_every == 0:  # the full report only when it is published
+                report = monitor.evaluate()
+            previous = level
             count += 1
             seen = start + len(block)
-            states.append((seen, report.get("state", "ok")))
+            states.append((seen, ("ok", "warning", "drift")[level]))
             after = seen - fault_start
-            if report.get("state") in ("warning", "drift") and first_warning is None and after > 0:
+            if level >= 1 and first_warning is None and after > 0:
                 first_warning = after
-            if report.get("state") == "drift" and first_drift is None and after > 0:
+            if level == 2 and first_drift is None and after > 0:
                 first_drift = after
     return StreamResult(states, first_warning, first_drift, report, spent, count)

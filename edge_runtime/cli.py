@@ -43,13 +43,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     # instead of 5 ms keeps a message that arrives while another thread runs Python from waiting behind it.
     sys.setswitchinterval(0.001)
     daemon = Daemon(config)
+
+    def on_signal(signum: int, frame: object) -> None:
+        # Only a plain attribute: the handler runs on the main thread, possibly inside Event.wait() holding the
+        # Event's lock, so Event.set() here could deadlock. Daemon.wait polls the flag.
+        daemon.stop_requested = True
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: daemon.request_stop())
+        signal.signal(signum, on_signal)
     try:
         daemon.start()
     except _known_errors() as exc:
         _problem(str(exc))
-        daemon.stop(drain_timeout=2.0)
+        try:
+            daemon.stop(drain_timeout=2.0)
+        except Exception:  # the error above is what the user needs; a failing clean-up is only logged
+            log.debug("cleaning up after the failed start failed", exc_info=True)
         return EXIT_ERROR
     if args.exit_when_done:
         daemon.stop_when_sources_finish()

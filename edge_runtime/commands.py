@@ -5,13 +5,19 @@
                               trusted keys, reproduce its golden output, then swap it in between two batches.
                               Any failure keeps the running model and says why.
 
-Commands run on their own thread: a reload that takes seconds must not stall the MQTT network loop.
+Commands run one at a time on one command thread, fed by a bounded queue: a reload that takes seconds must not
+stall the MQTT network loop, and a flood of commands must not make a thread each. When `QUEUE_SIZE` commands are
+already waiting, a new one is answered `{"ok": false, "error": "busy ..."}` at once. Retained command messages
+are not delivered to the handler (the daemon subscribes with `retained=False`): a retained `reload` would run
+again after every reconnect.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import queue
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,15 +29,53 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge_runtime.commands")
 
+#: commands waiting for the command thread; beyond, a command is answered "busy"
+QUEUE_SIZE = 16
+
+_STOP = object()
+
 
 class CommandHandler:
-    def __init__(self, daemon: Daemon):
+    def __init__(self, daemon: Daemon, queue_size: int = QUEUE_SIZE):
         self.daemon = daemon
-        self._lock = threading.Lock()  # one command at a time: two reloads must not interleave
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="commands", daemon=True)
+        self._thread.start()
 
     def handle(self, topic: str, payload: bytes) -> None:
+        """Called on paho's network thread: queue the command, never wait."""
         name = topic.rsplit("/", 1)[-1]
-        threading.Thread(target=self._run, args=(name, payload), name=f"cmd-{name}", daemon=True).start()
+        try:
+            self._queue.put_nowait((name, payload))
+        except queue.Full:
+            log.warning("command %s refused: %d commands are already waiting", name, self._queue.maxsize)
+            self._reply(name, _request_id_only(payload),
+                        {"ok": False, "error": f"busy: {self._queue.maxsize} commands are already waiting"})
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the command thread after the command it is running (the waiting ones are dropped)."""
+        self._stopping = True
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        with contextlib.suppress(queue.Full):  # full again only if handle() raced: any item wakes the thread
+            self._queue.put_nowait(_STOP)
+        if self._thread is not threading.current_thread():
+            self._thread.join(max(timeout, 0.0))
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP or self._stopping:
+                return
+            name, payload = item
+            try:
+                self._run(name, payload)
+            except Exception:  # the command thread must outlive any command
+                log.exception("command %s failed", name)
 
     def _run(self, name: str, payload: bytes) -> None:
         try:
@@ -45,12 +89,11 @@ class CommandHandler:
         if handler is None:
             self._reply(name, request, {"ok": False, "error": f"unknown command '{name}' (known: info, reload)"})
             return
-        with self._lock:
-            try:
-                result = handler(request)
-            except Exception as exc:
-                log.warning("command %s failed: %s", name, exc)
-                result = {"ok": False, "error": str(exc)}
+        try:
+            result = handler(request)
+        except Exception as exc:
+            log.warning("command %s failed: %s", name, exc)
+            result = {"ok": False, "error": str(exc)}
         self._reply(name, request, result)
 
     def _reply(self, name: str, request: dict, result: dict) -> None:
@@ -67,7 +110,7 @@ class CommandHandler:
             "version": __version__,
             "board": daemon.board.name,
             "models": [worker.describe() for worker in daemon.workers.values()],
-            "stats": daemon.stats(),
+            "stats": daemon.stats(advance=False),  # a look must not reset the periodic stats' intervals
         }
 
     def cmd_reload(self, request: dict) -> dict:
@@ -82,11 +125,21 @@ class CommandHandler:
         worker = daemon.workers[name]
         bundle = Path(request["bundle"]) if request.get("bundle") else worker.config.bundle
         model = daemon.load_model(worker.config, bundle)  # raises on a bad signature or golden mismatch
-        if model.card is None or worker.card.input.kind != model.card.input.kind:
-            model.close()
-            raise ValueError("the new bundle takes a different kind of input than the running model")
         model.name = name
-        worker.swap(model)
+        try:
+            worker.swap(model)  # refused unless the input has the same kind and shape; the old model keeps running
+        except BaseException:
+            model.close()
+            raise
         daemon.link.publish_direct(daemon.topics.status, daemon.status("online"), qos=1, retain=True)
         log.info("reloaded %s from %s", name, bundle)
         return {"ok": True, "model": name, **model.describe()}
+
+
+def _request_id_only(payload: bytes) -> dict:
+    """The request's `request_id` (if it has one), for answering a command that will not run."""
+    try:
+        request = json.loads(payload)
+    except ValueError:
+        return {}
+    return {"request_id": request["request_id"]} if isinstance(request, dict) and "request_id" in request else {}

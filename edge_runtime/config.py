@@ -173,7 +173,8 @@ BackendConfig = Annotated[OnnxRuntimeBackendConfig | TfliteBackendConfig, Field(
 # -- models --------------------------------------------------------------------------------------------------
 class ModelConfig(Strict):
     bundle: Path
-    name: str | None = Field(None, description="default: the bundle's name; used in topics")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                             description="default: the bundle's name; used in topics, so no '/', '+' or '#'")
     source: SourceConfig
     backends: list[BackendConfig] | None = Field(None, description="tried in order; default: from the board")
     max_batch: int = Field(32, ge=1, description="windows run together when samples arrive faster than inference")
@@ -229,16 +230,41 @@ class DaemonConfig(Strict):
         return {"url": value} if isinstance(value, str) else value
 
 
+#: source config attributes that are file system paths
+_SOURCE_PATHS = ("path", "root")
+
+
+def _rebase(base: Path, value: Path | None) -> Path | None:
+    return None if value is None else (base / value).resolve()
+
+
+def _is_board_file(board: str) -> bool:
+    """A board given as a YAML file (`boards/my-pi.yaml`), not a device_configs name (`raspberry-pi-4`)."""
+    return Path(board).suffix.lower() in (".yaml", ".yml")
+
+
 def load_config(path: str | Path) -> DaemonConfig:
-    """Read and validate a daemon config; relative paths in it are relative to the file."""
+    """Read and validate a daemon config; relative paths in it are relative to the file, not to the directory
+    the daemon happens to start in (systemd starts it in /)."""
     config = load_model(path, DaemonConfig, substitute_env=True)
     base = Path(path).resolve().parent
     for model in config.models:
-        model.bundle = (base / model.bundle).resolve()
-        for attribute in ("path",):
+        model.bundle = _rebase(base, model.bundle)
+        for attribute in _SOURCE_PATHS:
             value = getattr(model.source, attribute, None)
             if isinstance(value, Path):
-                setattr(model.source, attribute, (base / value).resolve())
-    config.spool.path = (base / config.spool.path).resolve()
-    config.security.trusted_keys = [(base / key).resolve() for key in config.security.trusted_keys]
+                setattr(model.source, attribute, _rebase(base, value))
+        for backend in model.backends or []:
+            if isinstance(backend, OnnxRuntimeBackendConfig):
+                backend.trt_engine_cache = _rebase(base, backend.trt_engine_cache)
+    broker = config.broker
+    broker.password_file = _rebase(base, broker.password_file)
+    if broker.tls is not None:
+        broker.tls.ca_file = _rebase(base, broker.tls.ca_file)
+        broker.tls.cert_file = _rebase(base, broker.tls.cert_file)
+        broker.tls.key_file = _rebase(base, broker.tls.key_file)
+    if _is_board_file(config.board):
+        config.board = str(_rebase(base, Path(config.board)))
+    config.spool.path = _rebase(base, config.spool.path)
+    config.security.trusted_keys = [_rebase(base, key) for key in config.security.trusted_keys]
     return config

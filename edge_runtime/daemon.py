@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -32,6 +33,11 @@ from edge_runtime.sources.base import Source, SourceContext
 from edge_runtime.spool import Spool
 
 log = logging.getLogger("edge_runtime.daemon")
+
+#: a model name becomes a topic level (`predictions/<model>`): no `/`, `+`, `#`, spaces or empty names
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: how often `wait` looks at `stop_requested` (set by a signal handler)
+STOP_POLL_S = 0.2
 
 
 class Topics:
@@ -60,8 +66,14 @@ class Daemon:
         self.sources: dict[str, Source] = {}
         self.started = time.time()
         self._stop = threading.Event()
+        #: set by a signal handler: a plain attribute, because Event.set() there could deadlock against the main
+        #: thread inside Event.wait(); `wait` polls it
+        self.stop_requested = False
         self.spool: Spool | None = None
         self.link: MqttLink | None = None
+        self.errors: ErrorReporter | None = None
+        self.commands: CommandHandler | None = None
+        self._link_started = False
 
     # -- models -------------------------------------------------------------------------------------------------
     def load_model(self, config: ModelConfig, bundle: Path | None = None) -> LoadedModel:
@@ -99,28 +111,33 @@ class Daemon:
         }
         return json.dumps(document).encode()
 
-    def stats(self) -> dict:
+    def stats(self, advance: bool = True) -> dict:
+        """Health numbers; `advance=False` (the `info` command) leaves the periodic throughput and CPU intervals
+        alone, so a look in between does not change what the next `stats` message says."""
         models = {}
-        for name, worker in self.workers.items():
+        # copies: start() may still be filling these when an early `info` command asks
+        workers, sources = list(self.workers.items()), dict(self.sources)
+        for name, worker in workers:
             choice = worker.model.choice
             models[name] = {
-                **worker.stats.snapshot(),
+                **worker.stats.snapshot(advance=advance),
                 "queue_depth": worker.queue_depth,
                 "backend": choice.active,
                 "degraded": choice.degraded,
                 "degraded_reason": choice.reason,
                 "source": worker.config.source.type,
-                "source_finished": self.sources[name].finished if name in self.sources else None,
+                "source_finished": sources[name].finished if name in sources else None,
             }
+        link, errors = self.link, self.errors
         return {
             "ts": time.time(),
             "device_id": self.config.device_id,
             "interval_s": self.config.publish.stats_interval_s,
             "uptime_s": round(time.time() - self.started, 1),
             "models": models,
-            "device": self.device.snapshot(),
-            "mqtt": self.link.stats() if self.link else {},
-            "errors_suppressed": self.errors.suppressed,
+            "device": self.device.snapshot(advance=advance),
+            "mqtt": link.stats() if link else {},
+            "errors_suppressed": errors.suppressed if errors else 0,
         }
 
     def _on_connect(self) -> None:
@@ -137,14 +154,24 @@ class Daemon:
         self.errors = ErrorReporter(self._publish_error, config.publish.errors_per_second, config.device_id)
         for model_config in config.models:
             model = self.load_model(model_config)
-            if model.name in self.workers:
-                raise ValueError(f"two models are named '{model.name}': give one of them a `name`")
-            self.workers[model.name] = ModelWorker(
-                model, model_config, publish=self._publish_predictions, reserve_seqs=self.spool.next_seqs,
-                errors=self.errors,
-            )
+            try:
+                if not MODEL_NAME.match(model.name):
+                    origin = "`name` in the config" if model_config.name else f"the name in {model_config.bundle}"
+                    raise ValueError(f"model name {model.name!r} ({origin}) cannot be part of an MQTT topic: use "
+                                     "letters, digits, '_', '.' and '-', starting with a letter or digit")
+                if model.name in self.workers:
+                    raise ValueError(f"two models are named '{model.name}': give one of them a `name`")
+                self.workers[model.name] = ModelWorker(
+                    model, model_config, publish=self._publish_predictions, reserve_seqs=self.spool.next_seqs,
+                    errors=self.errors,
+                )
+            except BaseException:
+                model.close()
+                raise
         self.commands = CommandHandler(self)
-        self.link.subscribe(self.topics.commands, 1, self.commands.handle)
+        # a retained command would run again after every reconnect: only live commands count
+        self.link.subscribe(self.topics.commands, 1, self.commands.handle, retained=False)
+        self._link_started = True
         self.link.start()
         for name, worker in self.workers.items():
             worker.start()
@@ -179,29 +206,61 @@ class Daemon:
         threading.Thread(target=watch, name="exit-when-done", daemon=True).start()
 
     def request_stop(self) -> None:
-        self._stop.set()
+        """Ask `wait` to return; safe in a signal handler (it only sets an attribute)."""
+        self.stop_requested = True
 
     def wait(self) -> None:
-        """Block until a stop is requested, pinging the systemd watchdog meanwhile."""
+        """Block until a stop is requested, pinging the systemd watchdog meanwhile.
+
+        Polls `stop_requested` every STOP_POLL_S rather than being woken: a signal handler must not touch the
+        Event this thread is waiting on.
+        """
         interval = systemd.watchdog_interval_s()
-        while not self._stop.wait(interval or 3600):
-            if interval:
+        next_ping = time.monotonic() + interval if interval else None
+        while not self.stop_requested and not self._stop.is_set():
+            timeout = STOP_POLL_S if next_ping is None else min(STOP_POLL_S, max(next_ping - time.monotonic(), 0))
+            self._stop.wait(timeout)
+            if next_ping is not None and time.monotonic() >= next_ping:
                 systemd.notify("WATCHDOG=1")
+                next_ping = time.monotonic() + interval
 
     def stop(self, drain_timeout: float = 10.0) -> None:
-        """Drain: stop the sources, finish queued windows, deliver the spool, publish `stopped`."""
+        """Drain: stop the sources, finish queued windows, deliver the spool, publish `stopped`.
+
+        `drain_timeout` bounds the whole drain. Safe after a start() that failed part way. The spool is closed
+        only once every worker thread has ended: one still running would write to a closed database.
+        """
+        deadline = time.monotonic() + drain_timeout
+
+        def remaining() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         systemd.notify("STOPPING=1")
+        self.stop_requested = True
         self._stop.set()
-        for source in self.sources.values():
+        for source in list(self.sources.values()):
             try:
                 source.stop()
             except Exception:
                 log.exception("stopping a source failed")
-        for worker in self.workers.values():
-            worker.stop(drain=True, timeout=drain_timeout)
-        if self.link:
-            self.link.flush(drain_timeout)
-            self.link.stop(final=[(self.topics.status, self.status("stopped"), 1, True)], timeout=drain_timeout)
-        if self.spool:
+        if self.commands is not None:  # a reload in progress may finish on its own: it must not eat the drain time
+            self.commands.stop(timeout=min(remaining(), 1.0))
+        workers = list(self.workers.values())
+        for worker in workers:
+            try:
+                worker.stop(drain=True, timeout=remaining())
+            except Exception:
+                log.exception("stopping model %s failed", worker.name)
+        alive = [worker.name for worker in workers if worker.alive]
+        if self.link is not None and self._link_started:
+            try:
+                self.link.flush(remaining())
+                self.link.stop(final=[(self.topics.status, self.status("stopped"), 1, True)], timeout=remaining())
+            except Exception:
+                log.exception("stopping the MQTT connection failed")
+        if alive:
+            log.error("model(s) %s still running after %.1f s: the spool stays open so they can finish writing",
+                      ", ".join(alive), drain_timeout)
+        elif self.spool is not None:
             self.spool.close()
         log.info("stopped")

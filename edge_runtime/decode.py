@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -24,6 +26,8 @@ import numpy as np
 
 from edge_runtime.card import ImageInput
 from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
+
+log = logging.getLogger("edge_runtime.decode")
 
 #: largest image (width * height) decode_image accepts: a PNG of a few KB can expand to gigabytes
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -137,6 +141,68 @@ def decode_float32(
     count = len(values)
     times = now() - np.arange(count - 1, -1, -1, dtype=np.float64) / rate_hz
     return SampleBlock(ts=times, values=values)
+
+
+#: an arrival-stamped block overlapping the previous one is moved after it when the shift is below this ...
+MAX_SHIFT_S = 2.0
+#: ... or below this many durations of the block itself, whichever is larger
+MAX_SHIFT_BLOCKS = 3
+
+
+class ArrivalClock:
+    """A decoder's `now` for one message that remembers whether it was called: whether the message had no ts
+    of its own and was stamped on arrival."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self.used = False
+
+    def __call__(self) -> float:
+        self.used = True
+        return self._clock()
+
+
+class ArrivalCursor:
+    """Keeps one stream's arrival-stamped blocks in order despite jitter.
+
+    A message without a ts is stamped when it arrives (`decode_json` starts it at now(), `decode_float32` ends it
+    at now()), so a message that arrives 40 ms early overlaps the previous one and the window would reject it as
+    out_of_order. The cursor remembers the newest ts delivered; an arrival-stamped block that starts at or before
+    it is moved to start one sample period after it when that shift is small: less than `MAX_SHIFT_S`, or
+    `MAX_SHIFT_BLOCKS` durations of the block, whichever is larger. A bigger overlap is not jitter (the wall
+    clock stepped back, or the sensor runs faster than the card's rate and the cursor ran ahead): the block keeps
+    its arrival time (re-anchored to now; the window resynchronises after a few such blocks). A ts sent by the
+    sensor is never shifted, only remembered. Thread-safe.
+    """
+
+    def __init__(self, rate_hz: float, name: str = "stream"):
+        if rate_hz <= 0:
+            raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+        self.period = 1.0 / rate_hz
+        self.name = name
+        self.shifted = 0  # blocks moved after the previous one (jitter absorbed)
+        self.reanchored = 0  # blocks that overlapped too much to be moved
+        self._last_ts: float | None = None
+        self._lock = threading.Lock()
+
+    def place(self, block: SampleBlock, stamped_on_arrival: bool) -> SampleBlock:
+        """The block to deliver: moved just after the previous one if it was stamped on arrival and overlaps it
+        a little, else as it is."""
+        if not len(block):
+            return block
+        with self._lock:
+            last = self._last_ts
+            if stamped_on_arrival and last is not None and block.ts[0] <= last:
+                shift = last + self.period - float(block.ts[0])
+                if shift < max(MAX_SHIFT_S, MAX_SHIFT_BLOCKS * len(block) * self.period):
+                    block = SampleBlock(ts=np.asarray(block.ts, dtype=np.float64) + shift, values=block.values)
+                    self.shifted += 1
+                else:
+                    self.reanchored += 1
+                    log.warning("%s: a message stamped on arrival starts %.3f s before the previous one ended (the "
+                                "clock stepped back?): kept at its arrival time", self.name, shift)
+            self._last_ts = float(block.ts[-1])
+        return block
 
 
 def require_pillow() -> ModuleType:

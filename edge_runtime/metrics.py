@@ -58,13 +58,18 @@ class ModelStats:
             self.inference_ms.append(inference_ms)
             self.latency_ms.extend(latencies_ms)
 
-    def snapshot(self) -> dict:
-        """Totals, percentiles, and throughput since the previous snapshot."""
+    def snapshot(self, advance: bool = True) -> dict:
+        """Totals, percentiles, and throughput since the previous advancing snapshot.
+
+        The periodic stats publisher advances (the next throughput is measured from now); a look in between
+        (the `info` command) passes `advance=False` so it does not shorten the publisher's interval.
+        """
         with self._lock:
             now = time.monotonic()
             elapsed = max(now - self._last_time, 1e-9)
             throughput = (self.predictions - self._last_predictions) / elapsed
-            self._last_predictions, self._last_time = self.predictions, now
+            if advance:
+                self._last_predictions, self._last_time = self.predictions, now
             return {
                 "throughput_per_s": round(throughput, 3),
                 "windows": self.windows,
@@ -83,6 +88,7 @@ class DeviceStats:
 
     def __init__(self, thermal_zone: str | None):
         self.thermal_zone = Path(thermal_zone) if thermal_zone else None
+        self._lock = threading.Lock()  # the stats publisher and a command may ask at the same time
         self._last_cpu = self._cpu_times()
 
     @staticmethod
@@ -95,9 +101,13 @@ class DeviceStats:
         idle = values[3] + (values[4] if len(values) > 4 else 0)
         return sum(values), idle
 
-    def cpu_percent(self) -> float | None:
+    def cpu_percent(self, advance: bool = True) -> float | None:
+        """CPU use since the previous advancing call; `advance=False` leaves that reference point alone."""
         current = self._cpu_times()
-        previous, self._last_cpu = self._last_cpu, current
+        with self._lock:
+            previous = self._last_cpu
+            if advance:
+                self._last_cpu = current
         if current is None or previous is None or current[0] == previous[0]:
             return None
         total, idle = current[0] - previous[0], current[1] - previous[1]
@@ -121,13 +131,14 @@ class DeviceStats:
             pass
         return None
 
-    def snapshot(self) -> dict:
+    def snapshot(self, advance: bool = True) -> dict:
+        """`advance=False`: CPU use since the last advancing snapshot, without moving its reference point."""
         try:
             load = os.getloadavg()[0]
         except OSError:
             load = None
         return {
-            "cpu_percent": self.cpu_percent(),
+            "cpu_percent": self.cpu_percent(advance),
             "load_1m": load,
             "temperature_c": self.temperature_c(),
             "rss_mb": self.rss_mb(),

@@ -16,12 +16,13 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from edge_runtime.backends.base import BackendChoice, BackendUnavailable
+from edge_runtime.backends.base import BackendChoice, BackendUnavailable, LoadedBackend
 from edge_runtime.backends.select import choose_backend
 from edge_runtime.board import Board
 from edge_runtime.bundle import Bundle, BundleError, GoldenSpec, read_bundle
-from edge_runtime.card import ModelCard
+from edge_runtime.card import ImageInput, ModelCard, TimeSeriesInput
 from edge_runtime.config import BackendConfig
+from edge_runtime.postprocess import predictions
 
 _log = logging.getLogger(__name__)
 
@@ -127,6 +128,75 @@ def golden_error(
     return worst, None
 
 
+def _fixed(dim: object) -> bool:
+    """A dimension with a known size (not a symbolic name, None, or TFLite's -1)."""
+    return isinstance(dim, int) and not isinstance(dim, bool) and dim > 0
+
+
+def _describe_card_input(card: ModelCard) -> str:
+    spec = card.input
+    if isinstance(spec, TimeSeriesInput):
+        return f"window {spec.window}, channels {spec.channels}, layout {spec.layout}"
+    if isinstance(spec, ImageInput):
+        return f"height {spec.height}, width {spec.width}, channels {spec.channels}, layout {spec.layout}"
+    return f"features {spec.features}"
+
+
+def _card_io(path: Path, bundle: Bundle, card: ModelCard | None, backend: LoadedBackend) -> tuple[str, str]:
+    """The model input and output the daemon will use, checked against what the backend actually runs and the
+    manifest's shapes: a card that disagrees with its model would load fine and fail every batch later."""
+    manifest = bundle.manifest
+    inputs = list(getattr(backend, "input_names", None) or [spec.name for spec in manifest.inputs])
+    outputs = list(getattr(backend, "output_names", None) or [spec.name for spec in manifest.outputs])
+    if card is None:  # nothing to check against (bench of a card-less bundle): the first input and output
+        return manifest.inputs[0].name, manifest.outputs[0].name
+    problems = []
+    if card.input.name is not None:
+        input_name = card.input.name
+        if input_name not in inputs:
+            problems.append(f"the card's input '{input_name}' is not an input of the model (it takes: "
+                            f"{', '.join(inputs)})")
+    elif len(inputs) == 1:
+        input_name = inputs[0]
+    else:
+        input_name = inputs[0]
+        problems.append(f"the model takes {len(inputs)} inputs ({', '.join(inputs)}) but the card names none "
+                        "(input.name) and the daemon feeds exactly one")
+    output_name = card.output.name or outputs[0]
+    if output_name not in outputs:
+        problems.append(f"the card's output '{output_name}' is not an output of the model (it has: "
+                        f"{', '.join(outputs)})")
+    spec = next((tensor for tensor in manifest.inputs if tensor.name == input_name), None)
+    if spec is not None and input_name in inputs:
+        want, have = card.input.model_shape(), spec.shape[1:]
+        differs = len(want) != len(have) or any(_fixed(h) and h != w for w, h in zip(want, have, strict=False))
+        if differs:
+            shown = ", ".join(str(dim) if dim is not None else "?" for dim in spec.shape)
+            problems.append(f"model input '{input_name}' has shape [{shown}] but the card "
+                            f"({_describe_card_input(card)}) makes [batch, {', '.join(map(str, want))}]")
+    if problems:
+        raise ModelLoadError(f"{path}: the model card does not match the model: {'; '.join(problems)}")
+    return input_name, output_name
+
+
+def _run_card_shaped_zeros(path: Path, choice: BackendChoice, card: ModelCard, input_name: str,
+                           output_name: str) -> None:
+    """One batch exactly as the daemon will build it from the card, through the backend and postprocessing."""
+    zeros = np.zeros([1, *card.input.model_shape()], dtype=np.float32)
+    try:
+        outputs = choice.backend.run({input_name: zeros})
+        if output_name not in outputs:
+            raise ValueError(f"no output '{output_name}' in the results ({', '.join(outputs)})")
+        if len(outputs[output_name]) != 1:
+            raise ValueError(f"output '{output_name}' has shape {list(np.shape(outputs[output_name]))} for a "
+                             "batch of 1")
+        predictions(outputs[output_name], card)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: a batch shaped as the model card says ({input_name} "
+                             f"{list(zeros.shape)}; {_describe_card_input(card)}) fails on {choice.active}: "
+                             f"{exc}") from None
+
+
 def load_bundle_model(
     path: Path,
     *,
@@ -139,8 +209,11 @@ def load_bundle_model(
 ) -> LoadedModel:
     """Read, verify, load and golden-check a bundle; ModelLoadError (a BundleError) if any step fails.
 
-    Warm-up runs come first so a lazily built engine (TensorRT, a delegate's compile) is paid for here and
-    the golden check sees the backend as it will run. On failure the backend is closed: nothing half-loaded.
+    The model card must agree with the model the backend runs: its input (or the model's only input) and its
+    output are the model's, its input shape (window, channels, layout or image size) is the model input's, and
+    one batch of zeros built the way the daemon builds batches from the card runs. Warm-up runs come first so a
+    lazily built engine (TensorRT, a delegate's compile) is paid for here and the golden check sees the backend
+    as it will run. On failure the backend is closed: nothing half-loaded.
     """
     bundle = read_bundle(path, trusted_keys=trusted_keys, require_signature=require_signature)
     manifest = bundle.manifest
@@ -154,8 +227,8 @@ def load_bundle_model(
     except BackendUnavailable as exc:
         raise ModelLoadError(f"{path}: cannot load {manifest.name} {manifest.version}: {exc}") from None
 
-    output_name = (card.output.name if card else None) or manifest.outputs[0].name
     try:
+        input_name, output_name = _card_io(path, bundle, card, choice.backend)
         try:
             for _ in range(max(warmup_runs, 0)):
                 choice.backend.run(golden_inputs)
@@ -165,11 +238,12 @@ def load_bundle_model(
         error, problem = golden_error(actual, golden_outputs, manifest.golden, output_name)
         if problem is not None:
             raise ModelLoadError(f"{path}: golden output not reproduced on {choice.active}: {problem}")
+        if card is not None:
+            _run_card_shaped_zeros(path, choice, card, input_name, output_name)
     except BaseException:
         choice.backend.close()
         raise
 
-    input_name = (card.input.name if card else None) or manifest.inputs[0].name
     model = LoadedModel(
         name=name or manifest.name,
         bundle=bundle,

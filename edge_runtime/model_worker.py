@@ -2,7 +2,13 @@
 
 Sources call `accept` from their own threads; windows are cut right there (cheap) and queued; one worker thread
 runs the model on everything that has queued up, up to `max_batch` at once, so a model keeps up with a sensor
-whose samples arrive faster than one inference. When the queue is full the oldest window is dropped and counted.
+whose samples arrive faster than one inference. When the queue is full a live source loses its oldest window
+(counted); a recorded source (replay, synthetic, folder) waits for room instead and loses nothing. Decoded images
+can be large, so an image model's queue holds at most `IMAGE_QUEUE_MAX` frames whatever `queue_size` says.
+
+Threads: `accept` runs on a source's thread (paho's network thread for MQTT sources), so it only takes the short
+`_lock` (window and model swap) and never waits for preprocessing or inference. A reload `swap`s the model under
+that lock; the old model is retired and closed by the worker thread once no batch can be running on it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ class _Pending:
 # Sources that play something recorded: they can wait for the model; a live sensor cannot.
 RECORDED_SOURCES = ("replay", "synthetic", "folder")
 
+#: most decoded frames an image model's queue holds, whatever `queue_size` says (a frame can be megabytes)
+IMAGE_QUEUE_MAX = 64
+
 PublishPredictions = Callable[[str, list[bytes]], None]
 ReserveSeqs = Callable[[str, int], range]
 
@@ -61,7 +70,7 @@ class ModelWorker:
         self._publish = publish
         self._reserve_seqs = reserve_seqs
         self._errors = errors
-        self._lock = threading.Lock()  # guards the window and the model swap
+        self._lock = threading.Lock()  # guards the window, the model swap and the retired models
         queue_lock = threading.Lock()
         self._ready = threading.Condition(queue_lock)  # the worker waits for windows
         self._room = threading.Condition(queue_lock)  # a recorded source waits for space in the queue
@@ -70,8 +79,14 @@ class ModelWorker:
         self._stopping = False
         self._drain = True
         self._busy = False
+        self._retired: list[LoadedModel] = []  # swapped out; closed by the worker thread between batches
+        self._loop_running = False  # True from start() until the worker thread has closed the retired models
         self._thread = threading.Thread(target=self._loop, name=f"model-{self.name}", daemon=True)
         self._install(model)
+        # decoded frames can be huge: an image model's queue is capped (the input kind cannot change on reload)
+        self.capacity = config.queue_size
+        if isinstance(self.card.input, ImageInput):
+            self.capacity = min(config.queue_size, IMAGE_QUEUE_MAX)
 
     # -- model --------------------------------------------------------------------------------------------------
     def _install(self, model: LoadedModel) -> None:
@@ -85,24 +100,47 @@ class ModelWorker:
         self.window = SlidingWindow.for_input(spec) if isinstance(spec, TimeSeriesInput) else None
 
     def swap(self, model: LoadedModel) -> None:
-        """Replace the model between two batches; the stream keeps flowing into the window meanwhile."""
+        """Replace the model between two batches; the stream keeps flowing into the window meanwhile.
+
+        Refused (ValueError saying what differs) unless the new card takes the same input shape: the windows
+        already queued were cut for the old one. The sliding window keeps its buffered raw samples (normalisation
+        is applied later, per batch), so there is no gap in the predictions. The old model is closed by the
+        worker thread after the batch that may be running on it, never under it.
+        """
+        if model.card is None:
+            raise ValueError(f"bundle {model.bundle.path} has no model card: the daemon needs it to feed the model")
         with self._lock:
-            old, old_card = self.model, self.card
-            same_window = old_card.input == model.card.input if model.card else False
+            problems = input_differences(self.card.input, model.card.input)
+            if problems:
+                raise ValueError("the new bundle takes different input than the running model: "
+                                 + "; ".join(problems))
+            old = self.model
             window = self.window
             self._install(model)
-            if same_window:
+            if window is not None and _same_window(old.card.input, model.card.input):
                 self.window = window  # keep the samples already buffered: no gap in the predictions
+            close_now = False
+            if old is not model:
+                if self._loop_running:
+                    self._retired.append(old)
+                else:
+                    close_now = True  # no worker thread (not started, or ended): nothing can be running on it
         log.info("model %s: now %s %s", self.name, model.bundle.manifest.version, model.choice.active)
-        if old is not model:
-            old.close()
+        if close_now:
+            _close(old, self.name)
+        elif old is not model:
+            with self._ready:
+                self._ready.notify_all()  # an idle worker wakes up and closes the old model
 
     # -- SampleSink ---------------------------------------------------------------------------------------------
     def accept(self, item: SampleBlock | ImageFrame) -> None:
         now = time.monotonic()
         try:
-            with self._lock:
-                pending = self._cut(item, now)
+            if isinstance(item, ImageFrame):
+                pending = self._cut(item, now)  # no window to guard: a frame is its own window
+            else:
+                with self._lock:
+                    pending = self._cut(item, now)
         except InputRejected as rejected:
             self.reject(rejected, source=self.config.source.type)
             return
@@ -130,27 +168,41 @@ class ModelWorker:
         return [_Pending(ts, now, window) for ts, window in self.window.push(item)]
 
     def _enqueue(self, items: list[_Pending]) -> None:
-        """Live sources never wait: beyond `queue_size` the oldest windows go (counted). Recorded sources
-        (replay, synthetic, folder) wait for room instead, so a fast replay is slowed down, not thinned out."""
-        dropped = 0
-        with self._ready:
-            if self._backpressure:
-                while len(self._queue) + len(items) > self.config.queue_size and self._queue and not self._stopping:
-                    self._room.wait(0.5)
-            self._queue.extend(items)
-            while len(self._queue) > self.config.queue_size:
-                self._queue.popleft()
-                dropped += 1
-            self._ready.notify()
+        """Live sources never wait: beyond the queue's capacity the oldest windows go (counted). Recorded sources
+        (replay, synthetic, folder) wait for room instead, so a fast replay is slowed down, not thinned out: a
+        block that makes more windows than the queue holds goes in chunks, each after the worker made room."""
         self.stats.count_window(len(items))
+        capacity = self.capacity
+        dropped = 0
+        if self._backpressure:
+            for start in range(0, len(items), capacity):
+                chunk = items[start:start + capacity]
+                with self._ready:
+                    while len(self._queue) + len(chunk) > capacity and not self._stopping:
+                        self._room.wait(0.5)
+                    if self._stopping and len(self._queue) + len(chunk) > capacity:
+                        dropped = len(items) - start  # shutting down: nobody will make room any more
+                        break
+                    self._queue.extend(chunk)
+                    self._ready.notify()
+        else:
+            with self._ready:
+                self._queue.extend(items)
+                while len(self._queue) > capacity:
+                    self._queue.popleft()
+                    dropped += 1
+                self._ready.notify()
         if dropped:
             self.stats.count_dropped(dropped)
-            self._errors.report(
-                "queue_full",
-                f"{dropped} window(s) dropped: inference is slower than the stream (queue size "
-                f"{self.config.queue_size})",
-                model=self.name,
-            )
+            self._report("queue_full", f"{dropped} window(s) dropped: inference is slower than the stream (queue "
+                                       f"size {capacity})")
+
+    def _report(self, reason: str, detail: str) -> None:
+        """Publish an error; reporting must never raise into a source's or the worker's thread."""
+        try:
+            self._errors.report(reason, detail, model=self.name)
+        except Exception:
+            log.exception("model %s: could not report %s (%s)", self.name, reason, detail)
 
     @property
     def idle(self) -> bool:
@@ -163,24 +215,47 @@ class ModelWorker:
 
     # -- inference loop -----------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        with self._lock:
+            self._loop_running = True
+        try:
+            self._thread.start()
+        except BaseException:
+            with self._lock:
+                self._loop_running = False
+            raise
+
+    @property
+    def alive(self) -> bool:
+        """The worker thread is running (started and not ended)."""
+        return self._thread.is_alive()
 
     def stop(self, *, drain: bool = True, timeout: float = 10.0) -> None:
-        """Stop the worker; with `drain`, everything already queued is run and published first."""
+        """Stop the worker; with `drain`, everything already queued is run and published first. A worker whose
+        thread never started (the daemon failed to start) just closes its retired models."""
         with self._ready:
             self._stopping, self._drain = True, drain
             self._ready.notify_all()
             self._room.notify_all()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(max(timeout, 0.0))
+        else:
+            self._close_retired()
 
     def _take_batch(self) -> list[_Pending] | None:
+        """The next batch; [] when woken only to close a retired model; None when the worker must end."""
         with self._ready:
-            while not self._queue and not self._stopping:
+            while not self._queue and not self._stopping and not self._retired:
                 self._ready.wait()
-            if not self._queue or (self._stopping and not self._drain):
+            if self._stopping and (not self._queue or not self._drain):
                 return None
+            if not self._queue:
+                return []
             limit = self.config.max_batch
-            backend_limit = self.model.choice.backend.max_batch
+            try:
+                backend_limit = self.model.choice.backend.max_batch
+            except Exception:  # never let a backend attribute end the worker: run one window at a time
+                log.exception("model %s: cannot read the backend's max_batch", self.name)
+                backend_limit = 1
             if backend_limit:
                 limit = min(limit, backend_limit)
             self._busy = True
@@ -188,48 +263,110 @@ class ModelWorker:
             self._room.notify_all()
             return batch
 
-    def _model_input(self, batch: list[_Pending]) -> np.ndarray:
-        spec = self.card.input
+    @staticmethod
+    def _model_input(spec, preprocess: Preprocessor, batch: list[_Pending]) -> np.ndarray:
         if isinstance(spec, ImageInput):
-            return self.preprocess.image([item.data for item in batch])
+            return preprocess.image([item.data for item in batch])
         stacked = np.stack([item.data for item in batch])
         if isinstance(spec, FeatureInput):
-            return self.preprocess.features(stacked)
-        return self.preprocess.time_series(stacked)
+            return preprocess.features(stacked)
+        return preprocess.time_series(stacked)
 
     def _run_batch(self, batch: list[_Pending]) -> None:
-        with self._lock:
-            model = self.model
-            inputs = self._model_input(batch)
-        started = time.perf_counter()
-        outputs = model.run({model.input_name: inputs})
-        inference_ms = (time.perf_counter() - started) * 1e3
-        results = predictions(outputs[model.output_name], model.card)
-        seqs = self._reserve_seqs(self.name, len(batch))
-        done = time.monotonic()
-        latencies, payloads = [], []
-        for seq, item, result in zip(seqs, batch, results, strict=True):
-            latency = (done - item.ready) * 1e3
-            latencies.append(latency)
-            message = {"seq": seq, "ts": round(float(item.ts), 6), "model": self.name, **result,
-                       "latency_ms": round(latency, 3)}
-            payloads.append(json.dumps(message).encode())
-        self._publish(self.name, payloads)
+        with self._lock:  # references only: preprocessing must not hold up `accept` (paho's thread)
+            model, card, preprocess = self.model, self.card, self.preprocess
+        try:
+            inputs = self._model_input(card.input, preprocess, batch)
+            started = time.perf_counter()
+            outputs = model.run({model.input_name: inputs})
+            inference_ms = (time.perf_counter() - started) * 1e3
+            results = predictions(outputs[model.output_name], card)
+        except Exception as exc:
+            self._failed("inference_failed", exc, len(batch))
+            return
+        try:
+            seqs = self._reserve_seqs(self.name, len(batch))
+            done = time.monotonic()
+            latencies, payloads = [], []
+            for seq, item, result in zip(seqs, batch, results, strict=True):
+                latency = (done - item.ready) * 1e3
+                latencies.append(latency)
+                message = {"seq": seq, "ts": round(float(item.ts), 6), "model": self.name, **result,
+                           "latency_ms": round(latency, 3)}
+                payloads.append(json.dumps(message).encode())
+            self._publish(self.name, payloads)
+        except Exception as exc:  # e.g. the spool's disk is full
+            self._failed("publish_failed", exc, len(batch))
+            return
         self.stats.record_batch(len(batch), inference_ms, latencies)
 
+    def _failed(self, reason: str, exc: Exception, windows: int) -> None:
+        log.error("model %s: %s for %d window(s): %s: %s", self.name, reason.replace("_", " "), windows,
+                  type(exc).__name__, exc, exc_info=exc)
+        self.stats.count_invalid(reason)
+        self._report(reason, f"{type(exc).__name__}: {exc}")
+
+    def _close_retired(self) -> None:
+        """Close the models a reload swapped out; only between batches (or with no worker thread)."""
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for model in retired:
+            _close(model, self.name)
+
     def _loop(self) -> None:
-        while True:
-            batch = self._take_batch()
-            if batch is None:
-                return
-            try:
-                self._run_batch(batch)
-            except Exception as exc:  # a failing batch is reported; the stream goes on
-                log.exception("model %s: inference failed", self.name)
-                self.stats.count_invalid("inference_failed")
-                self._errors.report("inference_failed", f"{type(exc).__name__}: {exc}", model=self.name)
-            finally:
-                self._busy = False
+        """The worker thread: it must never die, whatever a batch, the spool or the error reporter raises."""
+        try:
+            while True:
+                try:
+                    batch = self._take_batch()
+                    if batch is None:
+                        return
+                    if batch:
+                        self._run_batch(batch)
+                except Exception:  # a bug in the loop itself: log it, keep serving
+                    log.exception("model %s: worker error", self.name)
+                    time.sleep(0.1)  # do not spin if it repeats
+                finally:
+                    self._busy = False
+                    self._close_retired()
+        finally:
+            with self._lock:
+                self._loop_running = False
+                retired, self._retired = self._retired, []
+            for model in retired:
+                _close(model, self.name)
 
     def describe(self) -> dict:
         return {**self.model.describe(), "source": self.config.source.type}
+
+
+def _close(model: LoadedModel, name: str) -> None:
+    try:
+        model.close()
+    except Exception:
+        log.exception("model %s: closing the replaced model failed", name)
+
+
+def _same_window(old, new) -> bool:
+    """The sliding window's buffered raw samples are still valid for the new input."""
+    return (isinstance(old, TimeSeriesInput) and isinstance(new, TimeSeriesInput)
+            and (old.window, old.hop, old.channels, old.rate_hz) == (new.window, new.hop, new.channels, new.rate_hz))
+
+
+_INPUT_FIELDS = {
+    "timeseries": ("window", "hop", "channels", "rate_hz", "layout"),
+    "image": ("height", "width", "channels", "layout"),
+    "features": ("features",),
+}
+
+
+def input_differences(old, new) -> list[str]:
+    """What differs between two card inputs that a reload cannot carry over (empty: compatible).
+
+    The queued windows were cut for the running model's input, so kind and shape must stay; normalisation,
+    names and scaling may change (they are applied per batch, in preprocessing).
+    """
+    if old.kind != new.kind:
+        return [f"input kind {new.kind}, the running model takes {old.kind}"]
+    return [f"{field} {getattr(new, field)!r}, the running model has {getattr(old, field)!r}"
+            for field in _INPUT_FIELDS[old.kind] if getattr(old, field) != getattr(new, field)]

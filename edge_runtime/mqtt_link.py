@@ -51,6 +51,15 @@ class WillMessage:
     retain: bool = True
 
 
+@dataclass(frozen=True)
+class _Subscription:
+    """One handler of a topic filter."""
+
+    qos: int
+    handler: Handler
+    retained: bool  # also deliver retained messages
+
+
 class _Skipped:
     """Stands in for a message paho refused (an invalid topic in an old spool): counts as done, so the spool moves
     on instead of stopping at a message that can never be sent."""
@@ -107,7 +116,7 @@ class MqttLink:
         self._connected = False
         self._generation = 0
         self._subs_lock = threading.Lock()
-        self._subscriptions: dict[str, tuple[int, Handler]] = {}
+        self._subscriptions: dict[str, list[_Subscription]] = {}  # topic filter -> its handlers
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._drained = threading.Condition()
@@ -195,16 +204,43 @@ class MqttLink:
         return self._client.publish(topic, payload, qos, retain).rc == mqtt.MQTT_ERR_SUCCESS
 
     # -- subscriptions --------------------------------------------------------------------------------------------
-    def subscribe(self, topic: str, qos: int, handler: Handler) -> None:
-        """Remembered and re-subscribed on every connect (sessions are clean); wildcards are fine."""
-        with self._subs_lock:
-            self._subscriptions[topic] = (qos, handler)
-        if self._connected:
-            self._client.subscribe(topic, qos)
+    def subscribe(self, topic: str, qos: int, handler: Handler, retained: bool = True) -> None:
+        """Remembered and re-subscribed on every connect (sessions are clean); wildcards are fine.
 
-    def unsubscribe(self, topic: str) -> None:
+        Several handlers may share one topic filter (two models reading one IMU topic): each gets every message.
+        The broker sees one subscription per filter, at the highest QoS any of its handlers asked for; it is
+        sent again only when the filter is new or that QoS goes up, because every SUBSCRIBE makes the broker
+        re-send the filter's retained message to the handlers already there. (So a handler added to a filter
+        that is already subscribed gets no retained message until the next reconnect.) With `retained=False`
+        the handler never sees retained messages, which the broker sends at every (re)subscription: a retained
+        command must not run again after each reconnect.
+        """
         with self._subs_lock:
-            self._subscriptions.pop(topic, None)
+            entries = self._subscriptions.setdefault(topic, [])
+            before = max((entry.qos for entry in entries), default=-1)
+            entries.append(_Subscription(qos, handler, retained))
+            broker_qos = max(before, qos)
+        if self._connected and broker_qos > before:
+            self._client.subscribe(topic, broker_qos)
+
+    def unsubscribe(self, topic: str, handler: Handler | None = None) -> None:
+        """Remove `handler` from `topic` (None: every handler of it). The broker is told to unsubscribe only when
+        the last handler of the filter is gone, so the others keep their messages."""
+        with self._subs_lock:
+            entries = self._subscriptions.get(topic)
+            if entries is None:
+                return
+            if handler is None:
+                entries.clear()
+            else:
+                # == not `is`: a bound method (source._handle) is a new object at every attribute access
+                for index, entry in enumerate(entries):
+                    if entry.handler == handler:
+                        del entries[index]
+                        break
+            if entries:
+                return
+            del self._subscriptions[topic]
         if self._connected:
             self._client.unsubscribe(topic)
 
@@ -239,7 +275,8 @@ class MqttLink:
         log.info("MQTT connected to %s:%d as %s (%d spooled)", self.broker.host, self.broker.port, self.client_id,
                  self.spool.depth())
         with self._subs_lock:
-            subscriptions = [(topic, qos) for topic, (qos, _) in self._subscriptions.items()]
+            subscriptions = [(topic, max(entry.qos for entry in entries))
+                             for topic, entries in self._subscriptions.items()]
         for topic, qos in subscriptions:
             client.subscribe(topic, qos)
         self._wake.set()
@@ -270,8 +307,9 @@ class MqttLink:
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._subs_lock:
-            handlers = [handler for topic, (_, handler) in self._subscriptions.items()
-                        if mqtt.topic_matches_sub(topic, message.topic)]
+            handlers = [entry.handler for topic, entries in self._subscriptions.items()
+                        if mqtt.topic_matches_sub(topic, message.topic)
+                        for entry in entries if entry.retained or not message.retain]
         for handler in handlers:
             try:
                 handler(message.topic, message.payload)

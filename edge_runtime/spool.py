@@ -7,6 +7,12 @@ Row ids come from AUTOINCREMENT, so they only ever grow: the MQTT drainer sends 
 
 The spool is bounded: beyond `max_messages` the oldest rows are deleted and counted in `dropped`, a counter that,
 like the per-key `seq` counters, lives in the same file and survives restarts. One process owns a spool file.
+
+A damaged file is moved aside and a new, empty one takes its place. The queued messages are lost with it, but
+the numbering must not restart: consumers de-duplicate by `seq`, and the MQTT drainer reads "ids after the last
+one sent". So the spool keeps in memory the highest message id, every `seq` counter and `dropped`, and seeds a
+file it had to replace at run time with them: ids and seqs continue. A file already damaged when the spool is
+opened (at daemon start) leaves nothing in memory to seed from: ids and seqs then restart at 1.
 """
 
 from __future__ import annotations
@@ -71,14 +77,22 @@ class Spool:
         self.path = Path(path)
         self.max_messages = max_messages
         self._lock = threading.Lock()
+        # What a replacement file is seeded with after run-time corruption (see the module docstring).
+        self._max_id = 0
+        self._seqs: dict[str, int] = {}
+        self._dropped = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn, self._depth = self._open()
+            self._remember(self._conn)
         except sqlite3.DatabaseError as error:
             # A damaged file is moved aside: the daemon must come up, with an empty outbox. Other errors
-            # (permissions, a full disk) are the operator's to fix and are raised.
+            # (permissions, a full disk) are the operator's to fix and are raised. Nothing is known of the old
+            # numbering here, so ids and seqs restart at 1.
             if not _is_corruption(error):
                 raise
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._conn.close()
             self._move_aside(error)
             self._conn, self._depth = self._open()
         self._closing = threading.Event()
@@ -101,6 +115,34 @@ class Spool:
             raise
         return conn, depth
 
+    def _remember(self, conn: sqlite3.Connection) -> None:
+        """Load the numbering of a file that opened fine into memory."""
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        (max_row,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+        self._max_id = max(row[0] if row else 0, max_row)
+        self._seqs = dict(conn.execute("SELECT key, value FROM seqs").fetchall())
+        row = conn.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
+        self._dropped = row[0] if row else 0
+
+    def _seed(self, conn: sqlite3.Connection) -> None:
+        """Carry the remembered numbering into a fresh file, so ids and seqs continue where they were."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._max_id:
+                # sqlite_sequence has a row for `messages` only once a row was inserted: replace whatever is there
+                conn.execute("DELETE FROM sqlite_sequence WHERE name = 'messages'")
+                conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (self._max_id,))
+            conn.executemany("INSERT OR REPLACE INTO seqs (key, value) VALUES (?, ?)", list(self._seqs.items()))
+            if self._dropped:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('dropped', ?)", (self._dropped,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.warning("spool %s: the new file continues after message id %d and %d seq counter(s)", self.path,
+                    self._max_id, len(self._seqs))
+
     def _move_aside(self, error: Exception) -> None:
         target = self.path.with_suffix(f".corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9}")
         log.warning("spool %s is unreadable (%s): moved to %s, starting empty", self.path, error, target)
@@ -118,9 +160,11 @@ class Spool:
             except sqlite3.DatabaseError as error:
                 if not _is_corruption(error):
                     raise
-                self._conn.close()
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
                 self._move_aside(error)
                 self._conn, self._depth = self._open()
+                self._seed(self._conn)
                 return self._transaction(operation)
 
     def _transaction(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -174,12 +218,18 @@ class Spool:
                 ids.append(cursor.lastrowid)
             self._depth += len(rows)
             excess = self._depth - self.max_messages
+            dropped = None
             if excess > 0:
                 conn.execute("DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?)",
                              (excess,))
                 conn.execute("INSERT INTO meta (key, value) VALUES ('dropped', ?) "
                              "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (excess,))
+                (dropped,) = conn.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
                 self._depth -= excess
+            # Remembered before the commit: if the commit fails, a number is skipped, never reused.
+            self._max_id = max(self._max_id, ids[-1])
+            if dropped is not None:
+                self._dropped = max(self._dropped, dropped)
             return ids
 
         return self._run(insert) if rows else []
@@ -229,9 +279,12 @@ class Spool:
 
         def reserve(conn: sqlite3.Connection) -> int:
             if _HAS_RETURNING:
-                return conn.execute(upsert + " RETURNING value", (key, n)).fetchall()[0][0]
-            conn.execute(upsert, (key, n))  # SQLite < 3.35 (e.g. Debian 11): same transaction, two statements
-            return conn.execute("SELECT value FROM seqs WHERE key = ?", (key,)).fetchone()[0]
+                last = conn.execute(upsert + " RETURNING value", (key, n)).fetchall()[0][0]
+            else:
+                conn.execute(upsert, (key, n))  # SQLite < 3.35 (e.g. Debian 11): same transaction, two statements
+                last = conn.execute("SELECT value FROM seqs WHERE key = ?", (key,)).fetchone()[0]
+            self._seqs[key] = max(self._seqs.get(key, 0), last)
+            return last
 
         last = self._run(reserve)
         return range(last - n + 1, last + 1)

@@ -7,6 +7,10 @@ device never guesses window sizes, channel order or normalisation.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from edge_runtime.card import FeatureInput, ImageInput, ModelCard, Normalize, TimeSeriesInput
@@ -15,6 +19,10 @@ from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
 
 #: a gap longer than this many windows' duration resets the window (see SlidingWindow.for_input)
 GAP_WINDOWS = 5
+#: this many out-of-order blocks in a row, on a consistent timeline of their own, make the window follow them
+RESYNC_AFTER = 3
+
+log = logging.getLogger("edge_runtime.window")
 
 
 class SlidingWindow:
@@ -28,21 +36,37 @@ class SlidingWindow:
     message cannot corrupt the stream. When `max_gap_s` is set, a pause longer than that between two samples
     (a sensor that dropped out, a daemon that was suspended) empties the window first: a window never spans a
     gap, and the first window after it needs `window` fresh samples again.
+
+    One future-dated message (a ts sent in milliseconds by mistake) or a wall clock stepped back would otherwise
+    make every later block out of order, forever. So when `resync_after` blocks in a row started before the last
+    accepted ts, each following on from the previous one (a new, consistent timeline rather than a stray
+    duplicate), the last of them is accepted instead: the window is emptied, the stream continues from that
+    block's time, `resyncs` counts it and `on_resync(old_last_ts, new_first_ts)` is called (by default: a
+    WARNING on the `edge_runtime.window` logger). The blocks before it were rejected and reported as usual.
     """
 
-    def __init__(self, window: int, hop: int, channels: int, max_gap_s: float | None = None):
+    def __init__(self, window: int, hop: int, channels: int, max_gap_s: float | None = None,
+                 resync_after: int = RESYNC_AFTER, on_resync: Callable[[float, float], None] | None = None):
         if window <= 0 or hop <= 0 or channels <= 0:
             raise ValueError(f"window, hop and channels must be > 0, got {window}, {hop}, {channels}")
+        if resync_after < 1:
+            raise ValueError(f"resync_after must be at least 1, got {resync_after}")
         self.window, self.hop, self.channels, self.max_gap_s = window, hop, channels, max_gap_s
+        self.resync_after = resync_after
+        self.on_resync = on_resync or self._log_resync
+        self.resyncs = 0  # times the window gave up the old timeline and followed the new one
         self._ring = np.zeros((window, channels), dtype=np.float32)
         self._head = 0  # ring slot the next sample goes to; the oldest sample sits here once the ring is full
         self._last_ts: float | None = None
+        self._behind = 0  # consecutive blocks rejected for starting at or before _last_ts
+        self._behind_last_ts: float | None = None  # newest ts of the last of those blocks
         self.reset()
 
     @classmethod
-    def for_input(cls, spec: TimeSeriesInput) -> SlidingWindow:
+    def for_input(cls, spec: TimeSeriesInput, **options: Any) -> SlidingWindow:
         """The window a card asks for, resetting after a gap of more than GAP_WINDOWS windows' duration."""
-        return cls(spec.window, spec.hop, spec.channels, max_gap_s=GAP_WINDOWS * spec.window / spec.rate_hz)
+        return cls(spec.window, spec.hop, spec.channels, max_gap_s=GAP_WINDOWS * spec.window / spec.rate_hz,
+                   **options)
 
     def reset(self) -> None:
         """Forget buffered samples (the last ts is kept, so time must still move forward)."""
@@ -56,14 +80,24 @@ class SlidingWindow:
             raise InputRejected("wrong_channel_count",
                                 f"block has {block.values.shape[1]} channels, expected {self.channels}")
         ts = np.asarray(block.ts, dtype=np.float64)
-        if self._last_ts is not None and ts[0] <= self._last_ts:
-            raise InputRejected("out_of_order", f"block starts at ts {ts[0]!r}, not after the last sample at "
-                                                f"{self._last_ts!r}")
         steps = np.diff(ts)
         if (steps <= 0).any():
             index = int(np.argmax(steps <= 0)) + 1
             raise InputRejected("out_of_order", f"ts does not increase within the block at sample {index} "
                                                 f"({ts[index - 1]!r} then {ts[index]!r})")
+        if self._last_ts is not None and ts[0] <= self._last_ts:
+            follows = self._behind_last_ts is not None and ts[0] > self._behind_last_ts
+            self._behind = self._behind + 1 if follows else 1
+            self._behind_last_ts = float(ts[-1])
+            if self._behind < self.resync_after:
+                raise InputRejected("out_of_order", f"block starts at ts {ts[0]!r}, not after the last sample at "
+                                                    f"{self._last_ts!r}")
+            old_last_ts = self._last_ts
+            self.resyncs += 1
+            self._last_ts = None
+            self.reset()
+            self._notify_resync(old_last_ts, float(ts[0]))
+        self._behind, self._behind_last_ts = 0, None
         starts = [0]
         if self.max_gap_s is not None:
             if self._last_ts is not None and ts[0] - self._last_ts > self.max_gap_s:
@@ -77,6 +111,17 @@ class SlidingWindow:
                 self.reset()
             ready += self._add(ts[start:end], values[start:end])
         return ready
+
+    def _log_resync(self, old_last_ts: float, new_ts: float) -> None:
+        log.warning("time went back from %.6f to %.6f and stayed there for %d blocks in a row (a clock step, or a "
+                    "bad timestamp before): following the new timeline, window emptied", old_last_ts, new_ts,
+                    self.resync_after)
+
+    def _notify_resync(self, old_last_ts: float, new_ts: float) -> None:
+        try:
+            self.on_resync(old_last_ts, new_ts)
+        except Exception:  # a reporting hook must not lose the block
+            log.exception("on_resync hook failed")
 
     def _add(self, ts: np.ndarray, values: np.ndarray) -> list[tuple[float, np.ndarray]]:
         ready = []

@@ -7,6 +7,8 @@ model's sink; bad input goes to `sink.reject`, never into an exception that woul
 
 from __future__ import annotations
 
+import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,13 +17,18 @@ from typing import Any, ClassVar, Protocol
 from edge_runtime.card import ModelCard
 from edge_runtime.stream import SampleSink
 
+log = logging.getLogger("edge_runtime.sources")
+
 
 class Subscriber(Protocol):
     """The daemon's MQTT connection as a source sees it; subscriptions survive reconnects."""
 
-    def subscribe(self, topic: str, qos: int, handler: Callable[[str, bytes], None]) -> None: ...
+    def subscribe(self, topic: str, qos: int, handler: Callable[[str, bytes], None], retained: bool = True) -> None:
+        ...
 
-    def unsubscribe(self, topic: str) -> None: ...
+    def unsubscribe(self, topic: str, handler: Callable[[str, bytes], None] | None = None) -> None:
+        """Remove `handler` (None: every handler of `topic`); other handlers of the same topic keep theirs."""
+        ...
 
 
 @dataclass
@@ -32,8 +39,27 @@ class SourceContext:
     max_message_bytes: int = 1_048_576
 
 
+#: how long `stop()` waits for a source's thread, which may be blocked in `sink.accept` (backpressure)
+STOP_TIMEOUT_S = 5.0
+
+
+def join_source_thread(thread: threading.Thread | None, source: str, timeout: float = STOP_TIMEOUT_S) -> bool:
+    """Wait (at most `timeout` s) for a source's thread to end after its stop flag was set; False, logged, if it
+    is still running (a daemon thread: it ends at the next stop-flag check, or with the process)."""
+    if thread is None or thread is threading.current_thread():
+        return True
+    thread.join(timeout)
+    if thread.is_alive():
+        log.warning("source %s: its thread is still running %.1f s after stop (blocked in the model's input "
+                    "queue or a read?); it ends at its next stop check", source, timeout)
+        return False
+    return True
+
+
 class Source(ABC):
     type: ClassVar[str]
+    #: the longest `stop()` waits for the source's thread (see join_source_thread)
+    stop_timeout_s: float = STOP_TIMEOUT_S
 
     def __init__(self, config: Any, context: SourceContext):
         self.config = config
@@ -45,7 +71,7 @@ class Source(ABC):
 
     @abstractmethod
     def stop(self) -> None:
-        """Stop delivering; returns when the source's thread has ended."""
+        """Stop delivering; returns when the source's thread has ended, or after `stop_timeout_s` (logged)."""
 
     @property
     def finished(self) -> bool:

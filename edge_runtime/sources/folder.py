@@ -16,7 +16,7 @@ from edge_runtime.card import ImageInput
 from edge_runtime.config import FolderSourceConfig
 from edge_runtime.decode import decode_image
 from edge_runtime.sources import require_pillow_for
-from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.sources.base import Source, SourceContext, join_source_thread
 from edge_runtime.stream import InputRejected
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,7 @@ class FolderSource(Source):
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
 
     def deliver(self, path: Path) -> None:
         """Read and decode one file; deliver the frame or reject it naming the file."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_runtime.config import IioSourceConfig
 from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.sources.base import Source, SourceContext, join_source_thread
 from edge_runtime.stream import InputRejected, SampleBlock
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,7 @@ class IioSource(Source):
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
 
     def read_sample(self) -> SampleBlock:
         """One reading of every channel, now; InputRejected(`sensor_read_error`) names the attribute that failed."""

@@ -2,6 +2,11 @@
 
 The handler runs on the MQTT client's network thread: it decodes, hands the result to the sink and returns.
 It never raises, because an exception there would take the whole connection (every model's input) down.
+
+Messages without a ts of their own (JSON without "ts", raw float32) are stamped on arrival, so network jitter
+would become time going backwards: a message that arrives 40 ms early overlaps the one before and the window
+would reject it as out_of_order. The source keeps an `ArrivalCursor` (see decode.py) that moves such a block
+just after the previous one when the overlap is small; a ts sent by the sensor is never shifted.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Callable
 
 from edge_runtime.card import ImageInput
 from edge_runtime.config import MqttSourceConfig
-from edge_runtime.decode import decode_float32, decode_image, decode_json
+from edge_runtime.decode import ArrivalClock, ArrivalCursor, decode_float32, decode_image, decode_json
 from edge_runtime.sources import require_pillow_for, stream_shape
 from edge_runtime.sources.base import Source, SourceContext
 from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
@@ -24,23 +29,26 @@ class MqttSource(Source):
     type = "mqtt"
     config: MqttSourceConfig
 
-    def __init__(self, config: MqttSourceConfig, context: SourceContext):
+    def __init__(self, config: MqttSourceConfig, context: SourceContext, clock: Callable[[], float] = time.time):
         super().__init__(config, context)
         self.max_bytes = min(config.max_payload_bytes, context.max_message_bytes)
+        self.clock = clock
         self._subscribed = False
+        self.cursor: ArrivalCursor | None = None  # sample formats only
         self._decode = self._decoder()
 
-    def _decoder(self) -> Callable[[bytes], SampleBlock | ImageFrame]:
+    def _decoder(self) -> Callable[[bytes, Callable[[], float]], SampleBlock | ImageFrame]:
         card = self.context.card
         if self.config.format == "image":
             if not isinstance(card.input, ImageInput):
                 raise ValueError(f"mqtt format 'image' needs an image model; {card.name} takes {card.input.kind}")
             require_pillow_for("mqtt image")
             spec = card.input
-            return lambda payload: decode_image(payload, spec, self.max_bytes, time.time)
+            return lambda payload, now: decode_image(payload, spec, self.max_bytes, now)
         channels, rate_hz = stream_shape(card)
+        self.cursor = ArrivalCursor(rate_hz, name=f"mqtt source {self.config.topic}")
         decode = decode_json if self.config.format == "json" else decode_float32
-        return lambda payload: decode(payload, channels, rate_hz, self.max_bytes, time.time)
+        return lambda payload, now: decode(payload, channels, rate_hz, self.max_bytes, now)
 
     def start(self) -> None:
         if self.context.subscriber is None:
@@ -51,7 +59,8 @@ class MqttSource(Source):
     def stop(self) -> None:
         if self._subscribed and self.context.subscriber is not None:
             self._subscribed = False
-            self.context.subscriber.unsubscribe(self.config.topic)
+            # only this source's handler: another model may read the same topic
+            self.context.subscriber.unsubscribe(self.config.topic, self._handle)
 
     def describe(self) -> str:
         return f"mqtt:{self.config.topic}"
@@ -60,7 +69,11 @@ class MqttSource(Source):
         if not self._subscribed:  # a message already in flight when stop() ran
             return
         try:
-            self.context.sink.accept(self._decode(payload))
+            arrival = ArrivalClock(self.clock)
+            item = self._decode(payload, arrival)
+            if isinstance(item, SampleBlock) and self.cursor is not None:
+                item = self.cursor.place(item, stamped_on_arrival=arrival.used)
+            self.context.sink.accept(item)
         except InputRejected as rejected:
             self._reject(rejected)
         except Exception as error:  # a decoder bug must not kill the MQTT network thread

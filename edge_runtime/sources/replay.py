@@ -22,7 +22,7 @@ import numpy as np
 from edge_runtime.card import TimeSeriesInput
 from edge_runtime.config import ReplaySourceConfig
 from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.sources.base import Source, SourceContext, join_source_thread
 from edge_runtime.stream import SampleBlock
 
 log = logging.getLogger(__name__)
@@ -217,8 +217,7 @@ class ReplaySource(Source):
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
 
     def _run(self) -> None:
         try:
@@ -243,7 +242,9 @@ class ReplaySource(Source):
                     end = int(np.searchsorted(offsets, pacer.due_s() - loop_offset, side="right"))
                 end = min(max(end, start + 1), start + MAX_BLOCK, count)
                 block = SampleBlock(ts=wall_start + loop_offset + offsets[start:end], values=values[start:end])
-                self.context.sink.accept(block)
+                self.context.sink.accept(block)  # may wait for room in the model's queue (backpressure)
+                if self._stop.is_set():  # stopped meanwhile: not one block more
+                    return
                 start = end
             if not self.config.loop:
                 self._finished = True

@@ -20,7 +20,7 @@ import serial
 from edge_runtime.config import SerialSourceConfig
 from edge_runtime.decode import decode_json
 from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.sources.base import Source, SourceContext, join_source_thread
 from edge_runtime.stream import InputRejected, SampleBlock
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,7 @@ class SerialSource(Source):
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
         self._close()
 
     def open_port(self) -> Any:
@@ -140,6 +139,8 @@ class SerialSource(Source):
             *lines, rest = bytes(pending).split(b"\n")
             pending = bytearray(rest)
             for line in lines:
+                if self._stop.is_set():
+                    return
                 if not discarding:
                     self.handle_line(line)
                 discarding = False

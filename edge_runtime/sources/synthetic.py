@@ -19,7 +19,7 @@ import numpy as np
 from edge_runtime.card import TimeSeriesInput
 from edge_runtime.config import SyntheticSourceConfig
 from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.sources.base import Source, SourceContext, join_source_thread
 from edge_runtime.sources.replay import FREE_RUN_BLOCK, MAX_BLOCK, Pacer
 from edge_runtime.stream import SampleBlock
 
@@ -61,8 +61,7 @@ class SyntheticSource(Source):
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
 
     def generate(self, rng: np.random.Generator, first: int, count: int) -> np.ndarray:
         """Samples first .. first + count - 1 as [count, channels] float32 (noise drawn from `rng` in order)."""
@@ -92,5 +91,7 @@ class SyntheticSource(Source):
             end = int(min(max(end, index + 1), index + MAX_BLOCK, total))
             ts = wall_start + np.arange(index, end, dtype=np.float64) / self.rate_hz
             self.context.sink.accept(SampleBlock(ts=ts, values=self.generate(rng, index, end - index)))
+            if self._stop.is_set():  # stopped while the sink applied backpressure: not one block more
+                return
             index = end
         self._finished = True

@@ -304,3 +304,66 @@ def test_publish_direct_needs_a_connection_and_flush_times_out_while_down(tmp_pa
     assert link.stats()["connected"] is False and link.stats()["last_error"]
     with pytest.raises(ValueError):
         link.publish("st/#", b"wildcards are for filters")
+
+
+class _Recorder:
+    """A handler that is a bound method, as a source's is: a new object at every attribute access."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        self.payloads.append(payload)
+
+
+def test_two_handlers_on_one_topic_both_get_every_message_and_leave_separately(tmp_path, broker, make_link):
+    """Two models reading one IMU topic: each gets the whole stream; stopping one does not starve the other."""
+    first, second, other = _Recorder(), _Recorder(), _Recorder()
+    link = make_link(broker.url, Spool(tmp_path / "spool.sqlite", 100))
+    link.subscribe("imu/pi", 0, first.handle)
+    link.subscribe("imu/pi", 1, second.handle)
+    link.subscribe("imu/other", 1, other.handle)
+    assert _until(lambda: link.connected, timeout=5)
+    for i in range(5):
+        link.publish("imu/pi", str(i).encode())
+    assert _until(lambda: len(first.payloads) == 5 and len(second.payloads) == 5, timeout=5)
+    assert first.payloads == second.payloads == [str(i).encode() for i in range(5)]
+
+    link.unsubscribe("imu/pi", first.handle)  # an equal bound method, not the same object
+    for i in range(5, 10):
+        link.publish("imu/pi", str(i).encode())
+    link.publish("imu/other", b"marker")  # sent after them, on the same connection: once it is in, they are too
+    assert _until(lambda: other.payloads == [b"marker"], timeout=5)
+    assert _until(lambda: len(second.payloads) == 10, timeout=5)  # the broker subscription is still there
+    assert second.payloads == [str(i).encode() for i in range(10)]
+    assert len(first.payloads) == 5
+
+    link.unsubscribe("imu/pi", second.handle)  # the last handler: now the broker is told
+    assert "imu/pi" not in link._subscriptions
+    link.unsubscribe("imu/pi", second.handle)  # unknown: ignored
+    link.subscribe("imu/pi", 1, first.handle)
+    link.subscribe("imu/pi", 1, second.handle)
+    link.unsubscribe("imu/pi")  # None: every handler of the topic
+    assert "imu/pi" not in link._subscriptions
+
+
+def test_retained_false_handlers_never_see_retained_messages_even_after_a_reconnect(tmp_path, make_link):
+    """A retained cmd/reload must not run again at every reconnect, while a live one (even if retained) runs once."""
+    with MosquittoBroker(persistence=True) as broker:  # keeps the retained message across the restart
+        mqtt_publish.single("dev/cmd/reload", b"old", qos=1, retain=True, hostname="127.0.0.1", port=broker.port)
+        with_retained, live_only = _Recorder(), _Recorder()
+        link = make_link(broker.url, Spool(tmp_path / "spool.sqlite", 100))
+        link.subscribe("dev/cmd/#", 1, with_retained.handle)
+        link.subscribe("dev/cmd/#", 1, live_only.handle, retained=False)
+        assert _until(lambda: with_retained.payloads == [b"old"], timeout=5)
+        mqtt_publish.single("dev/cmd/reload", b"new", qos=1, retain=True, hostname="127.0.0.1", port=broker.port)
+        mqtt_publish.single("dev/cmd/info", b"marker-1", qos=1, hostname="127.0.0.1", port=broker.port)
+        assert _until(lambda: live_only.payloads[-1:] == [b"marker-1"], timeout=5)
+        assert live_only.payloads == [b"new", b"marker-1"]
+
+        broker.restart()  # the link reconnects and subscribes again: the broker re-sends the retained message
+        assert _until(lambda: link.stats()["reconnects"] >= 1 and with_retained.payloads[-1:] == [b"new"], timeout=10)
+        mqtt_publish.single("dev/cmd/info", b"marker-2", qos=1, hostname="127.0.0.1", port=broker.port)
+        assert _until(lambda: live_only.payloads[-1:] == [b"marker-2"], timeout=5)
+        assert live_only.payloads == [b"new", b"marker-1", b"marker-2"]
+        assert with_retained.payloads == [b"old", b"new", b"marker-1", b"new", b"marker-2"]

@@ -162,3 +162,36 @@ def test_corruption_found_at_run_time_costs_the_queue_not_the_daemon(tmp_path):
     assert spool.depth() == 1
     assert list(tmp_path.glob("spool.corrupt-*"))
     spool.close()
+
+
+def test_ids_and_seqs_continue_after_corruption_found_at_run_time(tmp_path):
+    """Consumers de-duplicate by seq and the drainer reads ids after the last one it sent: a replaced file must
+    not restart either numbering at 1."""
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, max_messages=5)
+    old_ids = spool.append_many([("t", str(i).encode(), 1, False) for i in range(8)])  # 3 dropped
+    spool.ack(old_ids[-2:])  # the newest rows are gone from the table: the max id lives in sqlite_sequence only
+    assert spool.next_seqs("activity", 7) == range(1, 8)
+    assert spool.next_seq("other") == 1
+    spool._conn = _CorruptConnection(spool._conn)
+    new_id = spool.append("t", b"after", 1)
+    assert new_id > max(old_ids)
+    assert [m.payload for m in spool.peek(10, after_id=max(old_ids))] == [b"after"]  # the drainer's next peek
+    assert spool.next_seq("activity") == 8
+    assert spool.next_seq("other") == 2
+    assert spool.next_seq("new") == 1
+    assert spool.dropped() == 3
+    assert list(tmp_path.glob("spool.corrupt-*"))
+    spool.close()
+    reopened = Spool(path, max_messages=5)  # and the seeded numbering is in the new file, across a restart
+    assert reopened.append("t", b"later", 1) > new_id
+    assert reopened.next_seq("activity") == 9
+    reopened.close()
+
+
+def test_seqs_continue_when_corruption_is_found_while_reserving_them(tmp_path):
+    spool = Spool(tmp_path / "spool.sqlite", max_messages=100)
+    assert spool.next_seqs("activity", 3) == range(1, 4)
+    spool._conn = _CorruptConnection(spool._conn)
+    assert spool.next_seqs("activity", 2) == range(4, 6)
+    spool.close()

@@ -38,12 +38,18 @@ def load(path: Path, board, **overrides):
     return load_bundle_model(path, **(arguments | overrides))
 
 
-def repack(source: Path, target: Path, *, outputs=None, golden: GoldenSpec | None = None, key=None) -> Path:
-    """The same bundle written again through write_bundle: a valid manifest, optionally other golden data."""
+def repack(source: Path, target: Path, *, outputs=None, golden: GoldenSpec | None = None, key=None,
+           card: dict | None = None, manifest_inputs=None) -> Path:
+    """The same bundle written again through write_bundle: a valid manifest, optionally other golden data, another
+    model card or other input specs."""
     bundle = read_bundle(source)
     manifest = bundle.manifest
     if golden is not None:
         manifest = manifest.model_copy(update={"golden": golden})
+    if card is not None:
+        manifest = manifest.model_copy(update={"card": card})
+    if manifest_inputs is not None:
+        manifest = manifest.model_copy(update={"inputs": manifest_inputs})
     inputs, expected = bundle.golden()
     members = {
         manifest.model.path: bundle.model_bytes(),
@@ -155,3 +161,52 @@ def test_degraded_backend_is_reported_in_describe(bundle_path, board):
     model = load(bundle_path, board, backends=[OnnxRuntimeBackendConfig(type="onnxruntime", providers=providers)])
     backend = model.describe()["backend"]
     assert backend["degraded"] is True and "TensorrtExecutionProvider unavailable" in backend["reason"]
+
+
+def _card_with(bundle_path: Path, **changes: dict) -> dict:
+    """The bundle's own card with some `input` / `output` keys changed."""
+    card = dict(read_bundle(bundle_path).manifest.card)
+    for section, values in changes.items():
+        card[section] = {**card.get(section, {}), **values}
+    return card
+
+
+def test_a_card_whose_window_differs_from_the_model_is_refused_at_load(bundle_path, board, tmp_path, monkeypatch):
+    """Such a bundle used to load, pass `check`, and then fail every batch the daemon built from its card."""
+    path = repack(bundle_path, tmp_path / "window40.bundle", card=_card_with(bundle_path, input={"window": 40}))
+    chosen = []
+    real_choose = model_loader.choose_backend
+
+    def spy(*args, **kwargs):
+        chosen.append(real_choose(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(model_loader, "choose_backend", spy)
+    with pytest.raises(ModelLoadError, match="card does not match the model") as error:
+        load(path, board, warmup_runs=0)
+    message = str(error.value)
+    assert "window 40" in message and "[batch, 6, 40]" in message  # what the card says
+    assert "'x' has shape" in message and "6, 50]" in message  # what the model takes
+    with pytest.raises(RuntimeError, match="closed"):  # nothing stays loaded
+        chosen[0].backend.run(read_bundle(bundle_path).golden()[0])
+
+
+def test_card_input_and_output_names_must_be_the_models(bundle_path, board, tmp_path):
+    wrong_input = repack(bundle_path, tmp_path / "in.bundle", card=_card_with(bundle_path, input={"name": "imu"}))
+    with pytest.raises(ModelLoadError, match=r"card's input 'imu' is not an input of the model \(it takes: x\)"):
+        load(wrong_input, board, warmup_runs=0)
+    wrong_output = repack(bundle_path, tmp_path / "out.bundle", card=_card_with(bundle_path, output={"name": "probs"}))
+    with pytest.raises(ModelLoadError, match="card's output 'probs' is not an output of the model"):
+        load(wrong_output, board, warmup_runs=0)
+
+
+def test_a_card_shaped_batch_is_run_when_the_manifest_shape_is_symbolic(bundle_path, board, tmp_path):
+    """Symbolic dimensions in the manifest cannot be compared: the batch of zeros built from the card catches it."""
+    spec = read_bundle(bundle_path).manifest.inputs[0]
+    symbolic = [spec.model_copy(update={"shape": ["batch", "channels", "time"]})]
+    path = repack(bundle_path, tmp_path / "symbolic.bundle", card=_card_with(bundle_path, input={"window": 40}),
+                  manifest_inputs=symbolic)
+    with pytest.raises(ModelLoadError, match=r"a batch shaped as the model card says \(x \[1, 6, 40\]; window 40"):
+        load(path, board, warmup_runs=0)
+    fine = repack(bundle_path, tmp_path / "symbolic-ok.bundle", manifest_inputs=symbolic)
+    assert load(fine, board, warmup_runs=0).input_name == "x"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 import numpy as np
@@ -151,3 +153,36 @@ def test_missing_wrong_and_garbage_files(tmp_path, make_context):
     np.savez(tmp_path / "ts.npz", values=np.zeros((3, 3)), ts=np.zeros(2))
     with pytest.raises(ValueError, match="'ts' has 2 values for 3 samples"):
         replay(make_context(), tmp_path / "ts.npz")
+
+
+def test_stop_does_not_hang_on_a_sink_that_blocks_and_no_block_follows(tmp_path, make_context, caplog):
+    """The model worker makes a replay wait for room in its queue: stop() must not wait for it forever."""
+    release = threading.Event()
+    entered = threading.Event()
+    accepted: list[int] = []
+
+    class BlockingSink:
+        def accept(self, item) -> None:
+            accepted.append(len(item))
+            entered.set()
+            release.wait(30)
+
+        def reject(self, rejected, source) -> None:
+            pass
+
+    source = replay(make_context(sink=BlockingSink()), write_csv(tmp_path / "a.csv"), speed=0)
+    source.stop_timeout_s = 0.2
+    source.start()
+    try:
+        assert entered.wait(5)
+        stopper = threading.Thread(target=source.stop)
+        with caplog.at_level(logging.WARNING, logger="edge_runtime.sources"):
+            stopper.start()
+            stopper.join(5)
+        assert not stopper.is_alive(), "stop() waited for a thread blocked in sink.accept"
+        assert "still running" in caplog.text
+    finally:
+        release.set()
+    source._thread.join(5)
+    assert not source._thread.is_alive()
+    assert accepted == [10] and not source.finished  # the stop flag was seen right after the blocked block

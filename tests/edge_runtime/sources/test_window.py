@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import numpy as np
 import pytest
@@ -81,6 +82,59 @@ def test_out_of_order_block_is_rejected_and_the_stream_continues():
     assert [ts for ts, _ in windows] == pytest.approx([0.03, 0.05])
     np.testing.assert_array_equal(windows[0][1], expected_window(4, 4))
     np.testing.assert_array_equal(windows[1][1], expected_window(6, 4))
+
+
+def test_after_a_future_dated_glitch_the_window_resyncs_on_the_third_block(caplog):
+    """One message stamped in milliseconds by mistake used to make every later block out_of_order, forever."""
+    sliding = SlidingWindow(window=4, hop=2, channels=2)
+    assert len(sliding.push(stream(6))) == 2  # 0.00 .. 0.05
+    glitch = SampleBlock(ts=np.array([6000.0]), values=stream(1, start=6).values)  # ts in ms, not s
+    assert sliding.push(glitch) == []  # in order when it comes: accepted
+    for start in (7, 8):  # the next two normal blocks are still rejected and reported
+        with pytest.raises(InputRejected) as info:
+            sliding.push(stream(1, start=start))
+        assert info.value.reason == "out_of_order"
+    assert sliding.resyncs == 0
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.window"):
+        assert sliding.push(stream(1, start=9)) == []  # the third is accepted: a new, emptied window
+    assert sliding.resyncs == 1
+    assert any("following the new timeline" in record.getMessage() for record in caplog.records)
+    windows = sliding.push(stream(5, start=10))  # windows resume on the new timeline
+    assert [ts for ts, _ in windows] == pytest.approx([0.12, 0.14])
+    np.testing.assert_array_equal(windows[0][1], expected_window(13, 4))
+
+
+def test_a_clock_stepped_back_resyncs_and_reports_through_the_callback():
+    seen: list[tuple[float, float]] = []
+    sliding = SlidingWindow(window=2, hop=1, channels=2, resync_after=2, on_resync=lambda *ts: seen.append(ts))
+    sliding.push(stream(10, start=1000))  # 10.00 .. 10.09
+    with pytest.raises(InputRejected):
+        sliding.push(stream(2, start=0))
+    assert len(sliding.push(stream(2, start=2))) == 1  # resync_after=2: the second block is accepted
+    assert seen == [(pytest.approx(10.09), pytest.approx(0.02))] and sliding.resyncs == 1
+
+
+def test_single_out_of_order_blocks_in_a_good_stream_never_resync():
+    sliding = SlidingWindow(window=4, hop=2, channels=2)
+    windows, start = [], 0
+    for _ in range(10):
+        windows += sliding.push(stream(4, start=start))
+        start += 4
+        with pytest.raises(InputRejected):
+            sliding.push(stream(2, start=start - 3))  # a stray duplicate after every good block
+    assert sliding.resyncs == 0
+    assert len(windows) == 19
+    np.testing.assert_array_equal(windows[-1][1], expected_window(40, 4))
+
+
+def test_repeated_copies_of_one_old_block_are_not_a_new_timeline():
+    sliding = SlidingWindow(window=2, hop=1, channels=2)
+    sliding.push(stream(10))
+    for _ in range(5):  # the same stale message again and again (e.g. redelivered): never adopted
+        with pytest.raises(InputRejected):
+            sliding.push(stream(2, start=3))
+    assert sliding.resyncs == 0
+    assert len(sliding.push(stream(1, start=10))) == 1
 
 
 def test_ts_must_increase_within_a_block():

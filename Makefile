@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   := .cache/demo
 
-.PHONY: demo test lint bench bench-convert bench-daemon broker clean
+.PHONY: demo test lint bench bench-convert bench-daemon bench-drift broker clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,13 +32,16 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --workdir $(DEMO)
 
-bench: bench-convert bench-daemon
+bench: bench-convert bench-daemon bench-drift
 
 bench-convert: $(STAMP)
 	$(BIN)/python benchmarks/convert.py --write docs/benchmarks.md
 
 bench-daemon: $(STAMP) broker
 	$(BIN)/python benchmarks/daemon.py --write docs/benchmarks.md
+
+bench-drift: $(STAMP)
+	$(BIN)/python benchmarks/drift.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

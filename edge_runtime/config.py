@@ -171,6 +171,24 @@ BackendConfig = Annotated[OnnxRuntimeBackendConfig | TfliteBackendConfig, Field(
 
 
 # -- models --------------------------------------------------------------------------------------------------
+class DriftBounds(Strict):
+    warning: float = Field(ge=0)
+    drift: float = Field(ge=0)
+
+
+class DriftConfig(Strict):
+    """Drift detection against the reference statistics in the bundle. Thresholds come calibrated in the bundle;
+    an override here applies to every channel."""
+
+    enabled: bool = True
+    interval_s: float = Field(60.0, gt=0, description="seconds between drift messages (and at once on a change)")
+    class_mix_counts: bool = Field(False, description="a change in the predicted class mix raises the state too")
+    thresholds: dict[Literal["psi", "js", "out_of_range", "cusum", "missing", "class_mix"], DriftBounds] = Field(
+        default_factory=dict
+    )
+    stuck_run: int | None = Field(None, ge=2, description="identical samples in a row that make a channel stuck")
+
+
 class ModelConfig(Strict):
     bundle: Path
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
@@ -179,6 +197,7 @@ class ModelConfig(Strict):
     backends: list[BackendConfig] | None = Field(None, description="tried in order; default: from the board")
     max_batch: int = Field(32, ge=1, description="windows run together when samples arrive faster than inference")
     queue_size: int = Field(1024, ge=1, description="windows waiting for inference; the oldest are dropped beyond")
+    drift: DriftConfig = DriftConfig()
 
 
 class SpoolConfig(Strict):
@@ -192,6 +211,7 @@ class PublishConfig(Strict):
     predictions_qos: Literal[0, 1, 2] = 1
     stats_qos: Literal[0, 1, 2] = 0
     errors_qos: Literal[0, 1, 2] = 0
+    drift_qos: Literal[0, 1, 2] = 1
     stats_interval_s: float = Field(10.0, gt=0)
     errors_per_second: float = Field(5.0, gt=0, description="rate limit of messages on the errors topic")
 

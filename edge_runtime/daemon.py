@@ -5,6 +5,7 @@ Topics (prefix `edge` configurable):
     edge/<device>/predictions/<model> one message per window, with a per-model seq that survives restarts
     edge/<device>/stats               periodic health
     edge/<device>/errors              rejected inputs and failures, rate-limited
+    edge/<device>/drift/<model>       drift metrics every interval and at once when the state changes
     edge/<device>/cmd/<name>          commands (info, reload) -> edge/<device>/cmd/<name>/result
 """
 
@@ -51,6 +52,9 @@ class Topics:
     def predictions(self, model: str) -> str:
         return f"{self.base}/predictions/{model}"
 
+    def drift(self, model: str) -> str:
+        return f"{self.base}/drift/{model}"
+
     def command_result(self, name: str) -> str:
         return f"{self.base}/cmd/{name}/result"
 
@@ -95,6 +99,10 @@ class Daemon:
         topic = self.topics.predictions(model)
         self.link.publish_many([(topic, payload, self.config.publish.predictions_qos, False) for payload in payloads])
 
+    def _publish_drift(self, model: str, report: dict) -> None:
+        qos = self.config.publish.drift_qos
+        self.link.publish(self.topics.drift(model), json.dumps(report).encode(), qos=qos)
+
     def _publish_error(self, payload: bytes) -> None:
         self.link.publish(self.topics.errors, payload, qos=self.config.publish.errors_qos)
 
@@ -127,6 +135,7 @@ class Daemon:
                 "degraded_reason": choice.reason,
                 "source": worker.config.source.type,
                 "source_finished": sources[name].finished if name in sources else None,
+                "drift": worker.drift.summary(),
             }
         link, errors = self.link, self.errors
         return {
@@ -163,7 +172,7 @@ class Daemon:
                     raise ValueError(f"two models are named '{model.name}': give one of them a `name`")
                 self.workers[model.name] = ModelWorker(
                     model, model_config, publish=self._publish_predictions, reserve_seqs=self.spool.next_seqs,
-                    errors=self.errors,
+                    errors=self.errors, publish_drift=self._publish_drift,
                 )
             except BaseException:
                 model.close()
@@ -181,6 +190,7 @@ class Daemon:
             self.sources[name] = source
             source.start()
         threading.Thread(target=self._stats_loop, name="stats", daemon=True).start()
+        threading.Thread(target=self._drift_loop, name="drift", daemon=True).start()
         systemd.notify("READY=1")
         log.info("running %d model(s) on %s as %s", len(self.workers), self.board.name, config.device_id)
 
@@ -192,6 +202,22 @@ class Daemon:
                 self.link.publish(self.topics.stats, payload, qos=self.config.publish.stats_qos)
             except Exception:  # health reporting must never take the daemon down
                 log.exception("stats failed")
+
+    def _drift_loop(self) -> None:
+        """Each model's drift message every `drift.interval_s` (state changes are published at once by the worker)."""
+        due = {name: time.monotonic() + worker.config.drift.interval_s for name, worker in self.workers.items()}
+        while not self._stop.wait(min(0.5, *(w.config.drift.interval_s for w in self.workers.values()))):
+            now = time.monotonic()
+            for name, worker in list(self.workers.items()):
+                if now < due.get(name, 0):
+                    continue
+                due[name] = now + worker.config.drift.interval_s
+                try:
+                    report = worker.drift.report()
+                    if report is not None:
+                        self._publish_drift(name, report)
+                except Exception:  # drift reporting must never take the daemon down
+                    log.exception("drift report for %s failed", name)
 
     def stop_when_sources_finish(self) -> None:
         """For replays and benchmarks: stop once every source is finished and every queue is empty."""

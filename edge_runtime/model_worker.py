@@ -25,6 +25,7 @@ import numpy as np
 
 from edge_runtime.card import FeatureInput, ImageInput, TimeSeriesInput
 from edge_runtime.config import ModelConfig
+from edge_runtime.drift.tracker import DriftTracker
 from edge_runtime.error_reporter import ErrorReporter
 from edge_runtime.metrics import ModelStats
 from edge_runtime.model_loader import LoadedModel
@@ -63,11 +64,13 @@ class ModelWorker:
         publish: PublishPredictions,
         reserve_seqs: ReserveSeqs,
         errors: ErrorReporter,
+        publish_drift: Callable[[str, dict], None] | None = None,
     ):
         self.config = config
         self.name = model.name
         self.stats = ModelStats()
         self._publish = publish
+        self._publish_drift = publish_drift
         self._reserve_seqs = reserve_seqs
         self._errors = errors
         self._lock = threading.Lock()  # guards the window, the model swap and the retired models
@@ -96,8 +99,15 @@ class ModelWorker:
         self.model = model
         self.card = card
         self.preprocess = Preprocessor(card)
+        # a new bundle brings its own reference statistics: drift starts over against them
+        self.drift = DriftTracker(self.name, model.bundle.manifest.reference, card, self.config.drift,
+                                  self._drift_changed)
         spec = card.input
         self.window = SlidingWindow.for_input(spec) if isinstance(spec, TimeSeriesInput) else None
+
+    def _drift_changed(self, report: dict) -> None:
+        if self._publish_drift is not None:
+            self._publish_drift(self.name, report)
 
     def swap(self, model: LoadedModel) -> None:
         """Replace the model between two batches; the stream keeps flowing into the window meanwhile.
@@ -149,6 +159,8 @@ class ModelWorker:
 
     def reject(self, rejected: InputRejected, source: str) -> None:
         self.stats.count_invalid(rejected.reason)
+        if rejected.reason == "non_finite":
+            self.drift.record_missing(1)
         self._errors.report(rejected.reason, rejected.detail, model=self.name, source=source)
 
     def _cut(self, item: SampleBlock | ImageFrame, now: float) -> list[_Pending]:
@@ -274,7 +286,7 @@ class ModelWorker:
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         with self._lock:  # references only: preprocessing must not hold up `accept` (paho's thread)
-            model, card, preprocess = self.model, self.card, self.preprocess
+            model, card, preprocess, drift = self.model, self.card, self.preprocess, self.drift
         try:
             inputs = self._model_input(card.input, preprocess, batch)
             started = time.perf_counter()
@@ -299,6 +311,11 @@ class ModelWorker:
             self._failed("publish_failed", exc, len(batch))
             return
         self.stats.record_batch(len(batch), inference_ms, latencies)
+        if isinstance(card.input, TimeSeriesInput | FeatureInput):
+            try:
+                drift.observe([item.data for item in batch], results)
+            except Exception as exc:  # drift watches the stream; it must never stop it
+                self._failed("drift_failed", exc, 0)
 
     def _failed(self, reason: str, exc: Exception, windows: int) -> None:
         log.error("model %s: %s for %d window(s): %s: %s", self.name, reason.replace("_", " "), windows,
@@ -337,7 +354,8 @@ class ModelWorker:
                 _close(model, self.name)
 
     def describe(self) -> dict:
-        return {**self.model.describe(), "source": self.config.source.type}
+        return {**self.model.describe(), "source": self.config.source.type,
+                "drift": "enabled" if self.drift.enabled else f"off: {self.drift.unavailable}"}
 
 
 def _close(model: LoadedModel, name: str) -> None:

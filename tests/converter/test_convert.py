@@ -180,3 +180,22 @@ def test_inspect_json_round_trips_the_manifest(activity_x86, capsys):
     assert document["name"] == "activity"
     assert document["signature_status"] == "unsigned"
     assert set(document["files"]) == {"model.onnx", "golden.npz"}
+
+
+def test_drift_reference_with_cross_fitted_thresholds(activity_x86):
+    drift = read_bundle(activity_x86).manifest.reference["drift"]
+    assert drift["channel_names"] == ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"]
+    assert drift["class_source"] == "labels"
+    assert drift["runs"] == 40  # the 40 training recordings, recovered from the overlapping windows
+    assert drift["samples"] == 4000 and drift["hop"] == 10
+    reference = drift["reference"]
+    assert len(reference["shares"]) == 4 and len(reference["shares"][0]) == 6  # per class, per channel
+    for class_shares in reference["shares"]:
+        for channel in class_shares:
+            assert sum(channel) == pytest.approx(1.0)
+    thresholds = drift["thresholds"]
+    for metric in ("psi", "js", "out_of_range", "cusum"):
+        assert len(thresholds[metric]) == 6  # one (warning, drift) pair per channel
+        assert all(0 < warning < drift_bound for warning, drift_bound in thresholds[metric])
+    calibration = drift["calibration"]
+    assert "cross-fitted" in calibration["method"] and calibration["evaluations"] > 50

@@ -246,6 +246,7 @@ class StatsWorker:
         self.queue_depth = 0
         self.model = SimpleNamespace(choice=SimpleNamespace(active="fake:cpu", degraded=False, reason=None))
         self.config = SimpleNamespace(source=SimpleNamespace(type="mqtt"))
+        self.drift = SimpleNamespace(summary=lambda: {"state": None, "unavailable": "fake"})
 
 
 class GrowingStats(ModelStats):

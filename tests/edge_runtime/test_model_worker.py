@@ -39,7 +39,8 @@ class FakeModel:
         self.choice = SimpleNamespace(backend=SimpleNamespace(max_batch=max_batch), active="fake:cpu",
                                       degraded=False, reason=None)
         self.input_name, self.output_name = "x", "y"
-        self.bundle = SimpleNamespace(manifest=SimpleNamespace(version=version, reference={}), path=Path(f"fake-{version}.bundle"))
+        self.bundle = SimpleNamespace(manifest=SimpleNamespace(version=version, reference={}),
+                                      path=Path(f"fake-{version}.bundle"))
         self.delay, self.gate = delay, gate
         self.entered = threading.Event()  # a batch is running
         self.running = False

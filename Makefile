@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   := .cache/demo
 
-.PHONY: demo test lint bench bench-convert bench-daemon bench-drift broker clean
+.PHONY: demo test lint bench bench-convert bench-daemon bench-drift broker browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The MQTT broker the tests and the demo talk to (Debian package).
+# The MQTT broker the tests and the demo talk to, and the headless browser the dashboard is tested in
+# (Debian packages).
 broker:
 	@command -v mosquitto >/dev/null 2>&1 || ( $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto >/dev/null )
 
-test: $(STAMP) broker
+browser:
+	@command -v chromium >/dev/null 2>&1 || ( $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null )
+
+test: $(STAMP) broker browser
 	$(BIN)/ruff check edge_runtime converter tests benchmarks scripts
 	$(BIN)/pytest -q
 

@@ -80,3 +80,34 @@ class Source(ABC):
 
     def describe(self) -> str:
         return self.type
+
+
+class ThreadedSource(Source):
+    """A source that reads in a thread of its own (replay, synthetic, folder, IIO, serial): start, stop and the
+    finished flag in one place. Subclasses implement `_run`, which returns when `self._stop` is set."""
+
+    def __init__(self, config: Any, context: SourceContext):
+        super().__init__(config, context)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.describe()}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
+
+    @abstractmethod
+    def _run(self) -> None:
+        """Deliver until finished or stopped."""

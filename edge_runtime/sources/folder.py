@@ -8,7 +8,6 @@ message (the detail names the file) and the next one follows. Needs Pillow, chec
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from edge_runtime.card import ImageInput
 from edge_runtime.config import FolderSourceConfig
 from edge_runtime.decode import decode_image
 from edge_runtime.sources import require_pillow_for
-from edge_runtime.sources.base import Source, SourceContext, join_source_thread
+from edge_runtime.sources.base import SourceContext, ThreadedSource
 from edge_runtime.stream import InputRejected
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ def list_images(folder: Path) -> list[Path]:
     return images
 
 
-class FolderSource(Source):
+class FolderSource(ThreadedSource):
     type = "folder"
     config: FolderSourceConfig
 
@@ -45,28 +44,9 @@ class FolderSource(Source):
         self.spec = context.card.input
         self.images = list_images(Path(config.path))
         require_pillow_for("folder")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._finished = False
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
 
     def describe(self) -> str:
         return f"folder:{Path(self.config.path).name}"
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._finished = False
-        self._thread = threading.Thread(target=self._run, name=f"source-{self.describe()}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
 
     def deliver(self, path: Path) -> None:
         """Read and decode one file; deliver the frame or reject it naming the file."""

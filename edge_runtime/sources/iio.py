@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 
 from edge_runtime.config import IioSourceConfig
 from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import Source, SourceContext, join_source_thread
+from edge_runtime.sources.base import SourceContext, ThreadedSource
 from edge_runtime.stream import InputRejected, SampleBlock
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ class IioChannel:
         return (float(self.path.read_text().strip()) + self.offset) * self.scale
 
 
-class IioSource(Source):
+class IioSource(ThreadedSource):
     type = "iio"
     config: IioSourceConfig
 
@@ -109,22 +108,9 @@ class IioSource(Source):
             raise ValueError(f"iio source lists {len(config.channels)} channels but the model takes {channels}")
         self.device_path = find_device(Path(config.root), config.device)
         self.channels = [IioChannel.probe(self.device_path, attribute) for attribute in config.channels]
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def describe(self) -> str:
         return f"iio:{self.config.device}"
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"source-{self.describe()}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
 
     def read_sample(self) -> SampleBlock:
         """One reading of every channel, now; InputRejected(`sensor_read_error`) names the attribute that failed."""

@@ -22,7 +22,7 @@ import numpy as np
 from edge_runtime.card import TimeSeriesInput
 from edge_runtime.config import ReplaySourceConfig
 from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import Source, SourceContext, join_source_thread
+from edge_runtime.sources.base import SourceContext, ThreadedSource
 from edge_runtime.stream import SampleBlock
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def load_npz(path: Path, channels: int, rate_hz: float) -> Recording:
     return _recording(ts, values, rate_hz, f"replay file {path}")
 
 
-class ReplaySource(Source):
+class ReplaySource(ThreadedSource):
     type = "replay"
     config: ReplaySourceConfig
 
@@ -196,28 +196,9 @@ class ReplaySource(Source):
             raise ValueError(f"replay file {path}: expected a .csv or .npz file")
         spec = context.card.input
         self.free_run_block = spec.hop if isinstance(spec, TimeSeriesInput) else FREE_RUN_BLOCK
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._finished = False
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
 
     def describe(self) -> str:
         return f"replay:{Path(self.config.path).name}"
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._finished = False
-        self._thread = threading.Thread(target=self._run, name=f"source-{self.describe()}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
 
     def _run(self) -> None:
         try:

@@ -10,7 +10,6 @@ own ts (or gets it too).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ import serial
 from edge_runtime.config import SerialSourceConfig
 from edge_runtime.decode import decode_json
 from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import Source, SourceContext, join_source_thread
+from edge_runtime.sources.base import SourceContext, ThreadedSource
 from edge_runtime.stream import InputRejected, SampleBlock
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ def decode_csv_line(line: bytes, channels: int, now: float) -> SampleBlock:
     return SampleBlock(ts=np.array([now]), values=array)
 
 
-class SerialSource(Source):
+class SerialSource(ThreadedSource):
     type = "serial"
     config: SerialSourceConfig
 
@@ -53,23 +52,13 @@ class SerialSource(Source):
         super().__init__(config, context)
         self.channels, self.rate_hz = stream_shape(context.card)
         self.max_bytes = context.max_message_bytes
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._port: Any = None
 
     def describe(self) -> str:
         return f"serial:{self.config.port}"
 
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"source-{self.describe()}", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
-        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
+        super().stop()
         self._close()
 
     def open_port(self) -> Any:

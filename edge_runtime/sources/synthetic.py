@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 
 import numpy as np
@@ -19,7 +18,7 @@ import numpy as np
 from edge_runtime.card import TimeSeriesInput
 from edge_runtime.config import SyntheticSourceConfig
 from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import Source, SourceContext, join_source_thread
+from edge_runtime.sources.base import SourceContext, ThreadedSource
 from edge_runtime.sources.replay import FREE_RUN_BLOCK, MAX_BLOCK, Pacer
 from edge_runtime.stream import SampleBlock
 
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 NOISE_STD = 0.1
 
 
-class SyntheticSource(Source):
+class SyntheticSource(ThreadedSource):
     type = "synthetic"
     config: SyntheticSourceConfig
 
@@ -40,28 +39,9 @@ class SyntheticSource(Source):
         self.total = round(config.duration_s * self.rate_hz) if config.duration_s is not None else None
         spec = context.card.input
         self.free_run_block = spec.hop if isinstance(spec, TimeSeriesInput) else FREE_RUN_BLOCK
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._finished = False
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
 
     def describe(self) -> str:
         return f"synthetic:seed={self.config.seed}"
-
-    def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._finished = False
-        self._thread = threading.Thread(target=self._run, name=f"source-{self.describe()}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        join_source_thread(self._thread, self.describe(), self.stop_timeout_s)
 
     def generate(self, rng: np.random.Generator, first: int, count: int) -> np.ndarray:
         """Samples first .. first + count - 1 as [count, channels] float32 (noise drawn from `rng` in order)."""

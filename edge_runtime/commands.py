@@ -17,15 +17,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_runtime import __version__
+from edge_runtime.bundle import _fsync_directory
 
 if TYPE_CHECKING:
     from edge_runtime.daemon import Daemon
+    from edge_runtime.model_loader import LoadedModel
 
 log = logging.getLogger("edge_runtime.commands")
 
@@ -115,25 +120,89 @@ class CommandHandler:
 
     def cmd_reload(self, request: dict) -> dict:
         daemon = self.daemon
-        name = request.get("model")
-        if name is None:
-            if len(daemon.workers) != 1:
-                raise ValueError(f"say which model to reload: {', '.join(daemon.workers)}")
-            name = next(iter(daemon.workers))
-        if name not in daemon.workers:
-            raise ValueError(f"no model '{name}' (models: {', '.join(daemon.workers)})")
+        name = resolve_model(daemon, request.get("model"))
+        bundle = Path(request["bundle"]) if request.get("bundle") else daemon.workers[name].config.bundle
+        model = install_bundle(daemon, name, bundle)
+        log.info("reloaded %s from %s", name, bundle)
+        return {"ok": True, "model": name, **model.describe()}
+
+
+#: one install (reload or deploy) at a time: both swap a worker's model, and a deploy also replaces its file
+_INSTALL_LOCK = threading.Lock()
+
+
+def resolve_model(daemon: Daemon, name: str | None) -> str:
+    """The running model a reload or deployment is for: `name`, or the only one; ValueError says what exists."""
+    if name is None:
+        if len(daemon.workers) != 1:
+            raise ValueError(f"say which model: {', '.join(daemon.workers)}")
+        return next(iter(daemon.workers))
+    if name not in daemon.workers:
+        raise ValueError(f"no model '{name}' (models: {', '.join(daemon.workers)})")
+    return name
+
+
+def install_bundle(daemon: Daemon, name: str, bundle: Path, replace: Path | None = None,
+                   require_signature: bool | None = None) -> LoadedModel:
+    """Load `bundle` (checksums, signature, golden output), swap it in for model `name`, republish the status.
+
+    Shared by `reload` and deployments. Any failure raises and leaves the running model (and its file) alone.
+    With `replace`, the bundle is also written over that path (temp file in the same folder, then `os.replace`)
+    so a restart runs it: the temp copy is made before the swap (a full disk fails before anything changed) and
+    renamed after it; if the rename fails, the old bundle is loaded back.
+    """
+    with _INSTALL_LOCK:
         worker = daemon.workers[name]
-        bundle = Path(request["bundle"]) if request.get("bundle") else worker.config.bundle
-        model = daemon.load_model(worker.config, bundle)  # raises on a bad signature or golden mismatch
+        policy = {} if require_signature is None else {"require_signature": require_signature}
+        model = daemon.load_model(worker.config, bundle, **policy)
         model.name = name
+        temp = None
         try:
+            if replace is not None:
+                temp = _copy_beside(bundle, replace)
             worker.swap(model)  # refused unless the input has the same kind and shape; the old model keeps running
         except BaseException:
             model.close()
+            if temp is not None:
+                temp.unlink(missing_ok=True)
             raise
+        if replace is not None:
+            try:
+                os.replace(temp, replace)
+                _fsync_directory(replace.parent)
+            except OSError as exc:
+                temp.unlink(missing_ok=True)
+                _restore(daemon, name)
+                raise OSError(f"cannot write {replace}: {exc}; the previous bundle runs again") from None
+            model.bundle.path = replace  # the same bytes (verified), now where the config points
         daemon.link.publish_direct(daemon.topics.status, daemon.status("online"), qos=1, retain=True)
-        log.info("reloaded %s from %s", name, bundle)
-        return {"ok": True, "model": name, **model.describe()}
+        return model
+
+
+def _copy_beside(source: Path, target: Path) -> Path:
+    """`source` copied (and fsynced) to a temp file next to `target`, ready for an atomic `os.replace`."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
+            shutil.copyfileobj(data, out, 1024 * 1024)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def _restore(daemon: Daemon, name: str) -> None:
+    """After a failed file replace: run the configured (old) bundle again, so memory and disk agree."""
+    worker = daemon.workers[name]
+    try:
+        old = daemon.load_model(worker.config)
+        old.name = name
+        worker.swap(old)
+    except Exception:
+        log.exception("model %s: could not load %s back; the new model keeps running until a restart", name,
+                      worker.config.bundle)
 
 
 def _request_id_only(payload: bytes) -> dict:

@@ -227,6 +227,17 @@ class SecurityConfig(Strict):
         return self
 
 
+class DeployConfig(Strict):
+    """Bundles pushed over MQTT by `edge-fleet deploy` (docs/fleet-protocol.md)."""
+
+    enabled: bool = Field(True, description="subscribe to <prefix>/<device>/deploy/request")
+    max_bundle_bytes: int = Field(256 * 1024 * 1024, gt=0, description="a larger request is refused at once")
+    require_signature: bool = Field(
+        True, description="a bundle that arrives over the network must carry a signature by one of the trusted "
+        "keys, whatever security.require_signature says for local files"
+    )
+
+
 def _default_board() -> str:
     return "x86_64" if platform.machine() == "x86_64" else "generic-arm64"
 
@@ -238,10 +249,12 @@ class DaemonConfig(Strict):
     broker: BrokerConfig
     board: str = Field(default_factory=_default_board, description="a device_configs name or a board YAML path")
     topic_prefix: str = Field("edge", pattern=r"^[^#+]+$")
+    group: str | None = Field(None, description="fleet group named in the status (`edge-fleet deploy --group`)")
     models: list[ModelConfig] = Field(min_length=1)
     spool: SpoolConfig = SpoolConfig()
     publish: PublishConfig = PublishConfig()
     security: SecurityConfig = SecurityConfig()
+    deploy: DeployConfig = DeployConfig()
     max_message_bytes: int = Field(1_048_576, gt=0)
 
     @field_validator("broker", mode="before")

@@ -7,6 +7,7 @@ Topics (prefix `edge` configurable):
     edge/<device>/errors              rejected inputs and failures, rate-limited
     edge/<device>/drift/<model>       drift metrics every interval and at once when the state changes
     edge/<device>/cmd/<name>          commands (info, reload) -> edge/<device>/cmd/<name>/result
+    edge/<device>/deploy/request      retained: a bundle to fetch in chunks and install -> deploy/status
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edge_runtime import __version__, systemd
 from edge_runtime.board import Board, load_board
 from edge_runtime.commands import CommandHandler
 from edge_runtime.config import DaemonConfig, ModelConfig
+from edge_runtime.deploy_receiver import DeployReceiver
 from edge_runtime.error_reporter import ErrorReporter
 from edge_runtime.metrics import DeviceStats
 from edge_runtime.model_loader import LoadedModel, load_bundle_model
@@ -37,6 +39,8 @@ log = logging.getLogger("edge_runtime.daemon")
 
 #: a model name becomes a topic level (`predictions/<model>`): no `/`, `+`, `#`, spaces or empty names
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: version of the status document (docs/fleet-protocol.md)
+STATUS_SCHEMA = 1
 #: how often `wait` looks at `stop_requested` (set by a signal handler)
 STOP_POLL_S = 0.2
 
@@ -77,18 +81,23 @@ class Daemon:
         self.link: MqttLink | None = None
         self.errors: ErrorReporter | None = None
         self.commands: CommandHandler | None = None
+        self.deployer: DeployReceiver | None = None
         self._link_started = False
 
     # -- models -------------------------------------------------------------------------------------------------
-    def load_model(self, config: ModelConfig, bundle: Path | None = None) -> LoadedModel:
-        """Load, verify (checksums, signature, golden output) and warm up one bundle."""
+    def load_model(self, config: ModelConfig, bundle: Path | None = None,
+                   require_signature: bool | None = None) -> LoadedModel:
+        """Load, verify (checksums, signature, golden output) and warm up one bundle; `require_signature`
+        overrides the config's policy (a deployment over MQTT is stricter than a local file)."""
+        if require_signature is None:
+            require_signature = self.config.security.require_signature
         return load_bundle_model(
             bundle or config.bundle,
             name=config.name,
             backends=config.backends,
             board=self.board,
             trusted_keys=self.trusted_keys,
-            require_signature=self.config.security.require_signature,
+            require_signature=require_signature,
         )
 
     def model_config(self, name: str) -> ModelConfig:
@@ -109,7 +118,9 @@ class Daemon:
     def status(self, state: str) -> bytes:
         document = {
             "state": state,
+            "schema": STATUS_SCHEMA,
             "device_id": self.config.device_id,
+            "group": self.config.group,
             "version": __version__,
             "ts": time.time(),
             "host": socket.gethostname(),
@@ -156,8 +167,9 @@ class Daemon:
     def start(self) -> None:
         config = self.config
         self.spool = Spool(config.spool.path, config.spool.max_messages)
-        will = WillMessage(self.topics.status, json.dumps({"state": "offline", "device_id": config.device_id})
-                           .encode(), qos=1, retain=True)
+        # the group is in the will too: `edge-fleet deploy --group` must find a device that is offline right now
+        offline = {"state": "offline", "schema": STATUS_SCHEMA, "device_id": config.device_id, "group": config.group}
+        will = WillMessage(self.topics.status, json.dumps(offline).encode(), qos=1, retain=True)
         client_id = config.broker.client_id or f"edge-runtime-{config.device_id}"
         self.link = MqttLink(config.broker, client_id, self.spool, will=will, on_connect=self._on_connect)
         self.errors = ErrorReporter(self._publish_error, config.publish.errors_per_second, config.device_id)
@@ -180,6 +192,9 @@ class Daemon:
         self.commands = CommandHandler(self)
         # a retained command would run again after every reconnect: only live commands count
         self.link.subscribe(self.topics.commands, 1, self.commands.handle, retained=False)
+        if config.deploy.enabled:  # subscribes before the link starts: the retained request comes with the connect
+            self.deployer = DeployReceiver(self)
+            self.deployer.start()
         self._link_started = True
         self.link.start()
         for name, worker in self.workers.items():
@@ -271,6 +286,8 @@ class Daemon:
                 log.exception("stopping a source failed")
         if self.commands is not None:  # a reload in progress may finish on its own: it must not eat the drain time
             self.commands.stop(timeout=min(remaining(), 1.0))
+        if self.deployer is not None:  # the same for a deployment being verified
+            self.deployer.stop(timeout=min(remaining(), 1.0))
         workers = list(self.workers.values())
         for worker in workers:
             try:

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   := .cache/demo
 
-.PHONY: demo test lint bench bench-convert bench-daemon bench-drift broker browser clean
+.PHONY: demo test lint bench bench-convert bench-daemon bench-drift bench-fleet broker browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --workdir $(DEMO)
 
-bench: bench-convert bench-daemon bench-drift
+bench: bench-convert bench-daemon bench-drift bench-fleet
 
 bench-convert: $(STAMP)
 	$(BIN)/python benchmarks/convert.py --write docs/benchmarks.md
@@ -47,6 +47,9 @@ bench-daemon: $(STAMP) broker
 
 bench-drift: $(STAMP)
 	$(BIN)/python benchmarks/drift.py --write docs/benchmarks.md
+
+bench-fleet: $(STAMP) broker
+	$(BIN)/python benchmarks/fleet.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -37,6 +37,9 @@ def _watch_options(parser: argparse.ArgumentParser) -> None:
                         help="at most N rows (default: what fits the terminal; all with --once)")
     parser.add_argument("--stale-after", type=float, default=None, metavar="S",
                         help="show an online device that sent nothing for S seconds as offline")
+    parser.add_argument("--ca-file", default=None, metavar="PEM",
+                        help="CA of an mqtts:// broker with a private CA (default: $EDGE_FLEET_CA_FILE, else the "
+                             "system's CAs)")
 
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:

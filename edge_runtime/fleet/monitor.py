@@ -46,7 +46,7 @@ class FleetMonitor:
 
     def __init__(self, broker_url: str, state: FleetState, *, share_group: str | None = None,
                  client_id: str | None = None, prefix: str = "edge", keepalive: int = 30,
-                 username: str | None = None, password: str | None = None):
+                 username: str | None = None, password: str | None = None, ca_file: str | None = None):
         if share_group is not None and (not share_group or any(c in share_group for c in "/+#")):
             raise ValueError(f"share group {share_group!r}: a non-empty name without '/', '+' or '#'")
         self.broker_url = broker_url
@@ -68,8 +68,8 @@ class FleetMonitor:
         username, password = username or url_user, password or url_password
         if username or password:
             client.username_pw_set(username, password)
-        if self.tls:
-            client.tls_set()
+        if self.tls:  # the system's CAs, or a private CA from ca_file / $EDGE_FLEET_CA_FILE
+            client.tls_set(ca_certs=ca_file or os.environ.get("EDGE_FLEET_CA_FILE") or None)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect

@@ -176,7 +176,7 @@ class Simulator:
         self.stopping = False
         self.model_version = "1.0.0"
         self.model_sha256 = hashlib.sha256(f"sim-model-{seed}".encode()).hexdigest()
-        self.loop = ClientLoop(name="simulate", reconnect_min_s=0.5, reconnect_max_s=10.0)
+        self.loop = ClientLoop(name="simulate", reconnect_min_s=0.5, reconnect_max_s=10.0, connect_timeout_s=1.0)
         width = max(4, len(str(devices)))
         self.devices = [SimDevice(self, index, f"{id_prefix}-{index + 1:0{width}d}") for index in range(devices)]
 

@@ -103,9 +103,11 @@ def build_table(devices: list[DeviceState], now: float, *, limit: int | None = N
         table.add_row(device.device_id, state, device.group or "-", model_cells or "-", backend_cells or "-",
                       rate_cells or "-", latency_cells or "-", drift_cells or "-", ago(device.last_seen, now))
     hidden = len(devices) - len(shown)
-    counts = f"{len(devices)} shown" + (f" of {total}" if total is not None and total != len(devices) else "")
-    table.caption = counts + (f"; {hidden} more rows below (narrow with --filter/--group, or --limit)"
-                              if hidden else "")
+    caption = f"{len(devices)} matching of {total} devices" if total is not None and total != len(devices) else ""
+    if hidden:
+        caption += ("; " if caption else "") + (f"{hidden} more rows below, the healthiest (narrow with --filter or "
+                                                "--group, or raise --limit)")
+    table.caption = caption or None
     return table
 
 
@@ -128,7 +130,7 @@ def render(state: FleetState, args: argparse.Namespace, limit: int | None, monit
 
 def main_watch(args: argparse.Namespace) -> int:
     state = FleetState(prefix=args.prefix, stale_after_s=args.stale_after)
-    monitor = FleetMonitor(args.broker, state, prefix=args.prefix)
+    monitor = FleetMonitor(args.broker, state, prefix=args.prefix, ca_file=getattr(args, "ca_file", None))
     console = Console()
     monitor.start()
     try:

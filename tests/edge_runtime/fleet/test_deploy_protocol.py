@@ -168,10 +168,12 @@ def test_an_interrupted_transfer_resumes_without_fetching_verified_chunks(tmp_pa
                     daemon.output()
                 final = deploy_states(seen, "dev-r", request["deployment_id"])[-1]
                 assert final["state"] == "installed", final
-                assert final["received"] == total and final["duplicates"] == 0, final
+                assert final["received"] == total, final
                 if interruption == "broker restart":  # the same process stored every chunk exactly once
+                    # (a chunk in flight when the broker went down may arrive twice: at least once, never lost)
                     assert final["resumed"] == 0 and final["downloaded"] == total, final
                 else:  # the new process found the first half verified on disk and fetched only the rest
+                    assert final["duplicates"] == 0, final
                     assert final["resumed"] == half and final["downloaded"] == total - half, final
                 assert (tmp_path / "dev-r" / "activity.bundle").read_bytes() == fp32.data
                 assert not (tmp_path / "dev-r" / "deploy" / fp32.sha256).exists()  # chunks dropped once installed

@@ -3,13 +3,10 @@ the high-rate topics without losing or doubling a message, reconnects, and the r
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -18,6 +15,7 @@ from edge_runtime.fleet.monitor import FleetMonitor, subscriptions, wait_for
 from edge_runtime.fleet.state import FleetState
 from tests.support.broker import MosquittoBroker
 from tests.support.fleet_sim import SimulatorProcess, in_state, online, running_monitor
+from tests.support.pki import write_pki
 
 KEEPALIVE = 2
 
@@ -191,35 +189,8 @@ def test_messages_larger_than_one_buffered_read_arrive_whole(broker):
         publisher.close()
 
 
-def _write_pki(folder: Path) -> None:
-    """A CA and a server certificate for 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broker")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False).sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (folder / "server.pem").write_bytes(cert.public_bytes(pem))
-    (folder / "server.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
-                                                          serialization.NoEncryption()))
-    for name in ("server.key", "server.pem", "ca.pem"):
-        (folder / name).chmod(0o644)
-
-
 def test_mqtts_with_a_private_ca_and_a_password_from_the_environment(tmp_path, monkeypatch):
-    _write_pki(tmp_path)
+    write_pki(tmp_path)
     passwords = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "fleet", "s3cret"], check=True)
     passwords.chmod(0o644)

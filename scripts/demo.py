@@ -4,7 +4,8 @@
 2. convert it with edge-convert for this machine's board and show the report;
 3. start a local MQTT broker: mosquitto when it is installed, else the pure-Python amqtt broker;
 4. run the edge-runtime daemon on the held-out recordings replayed as a live sensor stream (long runs of one
-   activity, as a real wearer produces them), and show the predictions arriving, the device's status and stats.
+   activity, as a real wearer produces them; from sample 3,000 on, gyro_x gets a 1 sd offset, a sensor fault),
+   and show the predictions arriving, the device's status and stats, and the drift state going from ok to drift.
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ def start_broker(kind: str, port: int, workdir: Path) -> tuple[subprocess.Popen,
     return process, name
 
 
+def with_sensor_fault(recording: Path, target: Path, start: int) -> Path:
+    """The recording with gyro_x offset by one standard deviation (of the whole recording) from `start` on."""
+    lines = recording.read_text().splitlines()
+    header, rows = lines[0], [line.split(",") for line in lines[1:]]
+    column = header.split(",").index("gyro_x")
+    values = [float(row[column]) for row in rows]
+    mean = sum(values) / len(values)
+    std = (sum((value - mean) ** 2 for value in values) / len(values)) ** 0.5
+    for row in rows[start:]:
+        row[column] = f"{float(row[column]) + std:.6g}"
+    target.write_text("\n".join([header, *(",".join(row) for row in rows)]) + "\n")
+    return target
+
+
 def board_for_host() -> str:
     return "x86_64" if platform.machine() == "x86_64" else "generic-arm64"
 
@@ -75,7 +90,10 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".cache" / "demo")
     parser.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto")
     parser.add_argument("--speed", type=float, default=40.0, help="replay speed (x real time)")
+    parser.add_argument("--fault-at", type=int, default=3000,
+                        help="sample from which the replay adds a 1 sd offset to gyro_x (-1: no fault)")
     args = parser.parse_args()
+    args.fault_at = None if args.fault_at < 0 else args.fault_at
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -87,6 +105,9 @@ def main() -> int:
 
     recording = workdir / "activity.recording.csv"
     true_labels = [line.rsplit(",", 1)[1] for line in recording.read_text().splitlines()[1:]]
+    if args.fault_at is not None:
+        recording = with_sensor_fault(recording, workdir / "activity.replayed.csv", args.fault_at)
+        print(f"\nfrom sample {args.fault_at} on, the replay adds 1 sd to gyro_x: a sensor fault for drift to find")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="edge-demo-") as scratch:
         broker, broker_name = start_broker(args.broker, port, Path(scratch))
@@ -97,6 +118,7 @@ def main() -> int:
             f"publish: {{stats_interval_s: 2}}\n"
             f"models:\n  - bundle: {bundle}\n"
             f"    source: {{type: replay, path: {recording}, speed: {args.speed}}}\n"
+            f"    drift: {{interval_s: 2}}\n"
         )
         print(f"\nbroker: {broker_name} on 127.0.0.1:{port}; daemon config: {config}\n", flush=True)
         received: list[dict] = []
@@ -127,6 +149,11 @@ def main() -> int:
             elif topic.endswith("/status"):
                 models = ", ".join(f"{m['name']} on {m['backend']['active']}" for m in body.get("models", []))
                 print(f"status: {body['state']} ({models})", flush=True)
+            elif "/drift/" in topic:
+                top = ", ".join(body.get("top_channels", [])[:2]) or "-"
+                reason = (body.get("reasons") or [""])[0]
+                print(f"drift: {body['state']:<7} (window {body['window']['filled']}/{body['window']['size']} samples; "
+                      f"most changed: {top}) {reason}", flush=True)
             elif topic.endswith("/stats"):
                 for name, model in body["models"].items():
                     latency = model["latency_ms"]

@@ -11,7 +11,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import edge_runtime.model_loader as model_loader
-from converter.cli import main
 from edge_runtime.board import load_board
 from edge_runtime.bundle import BundleError, BundleSignatureError, GoldenSpec, pack_golden, read_bundle, write_bundle
 from edge_runtime.config import OnnxRuntimeBackendConfig, TfliteBackendConfig
@@ -19,13 +18,9 @@ from edge_runtime.model_loader import ModelLoadError, load_bundle_model
 
 
 @pytest.fixture(scope="module")
-def bundle_path(activity_sample, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("loader") / "activity.bundle"
-    args = [str(activity_sample.onnx_path), "-o", str(out), "--target", "x86_64", "--card",
-            str(activity_sample.card_path), "--calibration", str(activity_sample.calibration_path), "--eval",
-            str(activity_sample.eval_path), "--no-latency"]
-    assert main(args) == 0
-    return out
+def bundle_path(activity_bundle) -> Path:
+    """The session's activity bundle (x86_64, int8); tests that change it write copies."""
+    return activity_bundle
 
 
 @pytest.fixture(scope="module")

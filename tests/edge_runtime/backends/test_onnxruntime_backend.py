@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import pytest
 
-from converter.cli import main
 from edge_runtime.backends import AttemptsFailed
 from edge_runtime.backends import onnxruntime as ort_backend
 from edge_runtime.backends.base import BackendUnavailable
@@ -21,13 +20,8 @@ CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", ort_backend.TE
 
 
 @pytest.fixture(scope="module")
-def bundle(activity_sample, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ort") / "activity.bundle"
-    args = [str(activity_sample.onnx_path), "-o", str(out), "--target", "x86_64", "--card",
-            str(activity_sample.card_path), "--calibration", str(activity_sample.calibration_path), "--eval",
-            str(activity_sample.eval_path), "--no-latency"]
-    assert main(args) == 0
-    return read_bundle(out)
+def bundle(activity_bundle):
+    return read_bundle(activity_bundle)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """`edge-convert`: convert a model into a bundle, inspect a bundle, make a signing key pair.
 
 edge-convert MODEL -o OUT.bundle --target BOARD [--card CARD.yaml] [--calibration DATA.npz] [--eval DATA.npz]
-             [--quantize auto|int8|fp16|none] [--max-accuracy-drop 0.005] [--sign-key KEY] [--skip PASSES]
+             [--quantize auto|int8|fp16|none] [--max-accuracy-drop 0.005] [--prune RATIO|auto]
+             [--sign-key KEY] [--skip PASSES]
 edge-convert inspect OUT.bundle [--json] [--trusted-key KEY.pub]
 edge-convert keygen NAME [--dir DIR]
 """
@@ -39,6 +40,12 @@ def _convert_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval", dest="evaluation", type=Path, help="npz with model inputs and y for verification")
     parser.add_argument("--quantize", choices=["auto", "int8", "fp16", "none"], default="auto")
     parser.add_argument("--max-accuracy-drop", type=float, default=0.005, help="fraction, default 0.005")
+    parser.add_argument(
+        "--prune",
+        metavar="RATIO|auto",
+        help="remove channels before quantizing: a share of every prunable layer's channels (e.g. 0.3), or "
+        "'auto' to spend the accuracy budget where it saves the most work (needs --calibration)",
+    )
     parser.add_argument("--sign-key", type=Path, help="ed25519 private key (from 'edge-convert keygen')")
     parser.add_argument(
         "--skip", default="", help="comma-separated passes to switch off: fuse,quantize,verify,reference"
@@ -65,6 +72,7 @@ def _run_convert(argv: list[str], console: Console, errors: Console) -> int:
         sign_key=args.sign_key,
         skip={name.strip() for name in args.skip.split(",") if name.strip()},
         measure_latency=not args.no_latency,
+        prune=args.prune,
     )
     try:
         result = convert(options, errors)

@@ -1,4 +1,4 @@
-"""The conversion pipeline: load and check -> fuse -> quantize -> verify -> reference statistics -> bundle.
+"""The conversion pipeline: load and check -> fuse -> prune -> quantize -> verify -> reference statistics -> bundle.
 
 Every graph pass is followed by a verification of its output against the original model on real data, so the
 report can say which step cost what. Passes can be switched off by name (`--skip fuse,quantize`).
@@ -21,6 +21,7 @@ from converter.measure import measure_latencies
 from converter.package import BundleContents, write_model_bundle
 from converter.passes.check import check_model, detect_format, load_onnx, model_inputs, model_outputs
 from converter.passes.fuse import fuse
+from converter.passes.prune import AUTO, parse_prune, prune
 from converter.passes.quantize import (
     CALIBRATION_METHODS,
     CalibrationTrial,
@@ -30,6 +31,7 @@ from converter.passes.quantize import (
     sensitive_nodes,
 )
 from converter.progress import Progress
+from converter.prune.flops import model_flops
 from converter.reference import reference_statistics
 from converter.report import Report, StageResult
 from converter.runner import make_session, run_dataset
@@ -42,6 +44,8 @@ SKIPPABLE_PASSES = ("fuse", "quantize", "verify", "reference")
 # int8 must beat the float model by this much on a board measurable here, or the float model is kept.
 MIN_INT8_SPEEDUP = 1.05
 MAX_EXCLUSION_ROUNDS = 4
+#: Share of --max-accuracy-drop that `--prune auto` may spend when quantization follows (which gets the rest).
+PRUNE_SHARE_BEFORE_QUANTIZATION = 0.75
 
 
 @dataclass
@@ -57,6 +61,7 @@ class ConvertOptions:
     sign_key: Path | None = None
     skip: set[str] = field(default_factory=set)
     measure_latency: bool = True
+    prune: str | None = None  # a ratio in (0, 1) as text, or "auto"
 
 
 @dataclass
@@ -134,6 +139,7 @@ class Conversion:
                 precision=precision,
                 size_bytes=model.ByteSize(),
                 nodes=len(model.graph.node),
+                flops=model_flops(model),
                 accuracy=fidelity.accuracy,
                 agreement=fidelity.agreement,
                 cosine_mean=round(fidelity.cosine_mean, 6),
@@ -143,6 +149,41 @@ class Conversion:
 
     def loss(self, name: str) -> float:
         return quality_loss(self.fidelity["original"], self.fidelity[name])
+
+    def data_loss(self, data: Dataset, reference: np.ndarray, candidate: np.ndarray) -> float:
+        """The gate's measure for any data set: `candidate` outputs against the original model's `reference`."""
+        labels = data.labels
+        baseline = compare(reference, reference, classification=self.classification, labels=labels)
+        return quality_loss(baseline, compare(reference, candidate, classification=self.classification, labels=labels))
+
+    def prune(self, model: onnx.ModelProto, quantizing: bool) -> tuple[onnx.ModelProto, str]:
+        """Prune before quantization; `auto` spends part of the accuracy budget and leaves the rest to int8."""
+        setting = self.options.prune or ""
+        share = PRUNE_SHARE_BEFORE_QUANTIZATION if quantizing else 1.0
+        budget = self.options.max_accuracy_drop * share
+        with self.progress.status(f"prune {setting}") as update:
+            result = prune(
+                model,
+                self.calibration,
+                setting,
+                output_name=self.output_name,
+                loss=self.data_loss,
+                budget=budget,
+                evaluation=self.evaluation,
+                advance=update,
+            )
+        self.report.pruning = result.as_report()
+        if setting == AUTO:
+            self.report.pruning["budget_share"] = share
+        changed = sum(group["before"] != group["after"] for group in result.groups)
+        if not changed:
+            self.report.notes.append(f"--prune {setting}: no channel group could be pruned within the budget")
+            self.report.passes["prune"] = f"ran ({result.mode}): nothing pruned"
+            return model, ""
+        stage = f"pruned ({result.mode.split(' (')[0]})"
+        self.record(stage, result.model, "fp32", note=f"{changed} channel group(s) pruned")
+        self.report.passes["prune"] = f"ran ({result.mode})"
+        return result.model, stage
 
     # -- passes ---------------------------------------------------------------------------------------------
     def load_data(self, inputs) -> None:
@@ -279,6 +320,12 @@ def convert_onnx(options: ConvertOptions, board: Board, card: ModelCard | None, 
         conversion.record(current_stage, current, "fp32")
         report.passes["fuse"] = "ran"
 
+    if options.prune:
+        quantizing = "quantize" not in options.skip and precision != "none"
+        pruned, stage = conversion.prune(current, quantizing)
+        if stage:
+            current, current_stage = pruned, stage
+
     quantized_stage = None
     if "quantize" in options.skip or precision == "none":
         report.passes["quantize"] = "skipped (--skip)" if "quantize" in options.skip else "off (--quantize none)"
@@ -355,9 +402,15 @@ def convert(options: ConvertOptions, console: Console) -> ConvertResult:
         )
     if not 0 <= options.max_accuracy_drop < 1:
         raise ConversionError(f"--max-accuracy-drop must be a fraction in [0, 1), got {options.max_accuracy_drop}")
+    options.prune = parse_prune(options.prune)
     board = load_board(options.target)
     card = load_model(options.card, ModelCard) if options.card else None
     model_format = detect_format(options.model)
+    if model_format == "tflite" and options.prune:
+        raise ConversionError(
+            "--prune works on ONNX graphs; a TFLite model is packaged as it is. Prune the ONNX model before "
+            "exporting it to TFLite, or convert the ONNX model with --prune"
+        )
     if model_format == "tflite":
         from converter.tflite_package import package_tflite
 

@@ -28,3 +28,12 @@ class Progress:
         ) as progress:
             task = progress.add_task(description, total=total)
             yield lambda count: progress.advance(task, count)
+
+    @contextmanager
+    def status(self, description: str) -> Iterator[Callable[[str], None]]:
+        """Yield `update(text)` for a long step made of many small ones (a spinner with the current one)."""
+        if not self.console.is_terminal:
+            yield lambda _text: None
+            return
+        with self.console.status(description) as status:
+            yield lambda text: status.update(f"{description}: {text}")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-PASS_ORDER = ["check", "fuse", "quantize", "verify", "reference"]
+PASS_ORDER = ["check", "fuse", "prune", "quantize", "verify", "reference"]
 
 
 @dataclass
@@ -22,6 +22,7 @@ class StageResult:
     precision: str
     size_bytes: int
     nodes: int
+    flops: int | None = None  # Conv/Gemm/MatMul FLOPs at batch 1
     accuracy: float | None = None
     agreement: float | None = None
     cosine_mean: float | None = None
@@ -41,6 +42,7 @@ class Report:
     passes: dict[str, str] = field(default_factory=dict)
     calibration: list[dict] = field(default_factory=list)
     excluded_nodes: list[str] = field(default_factory=list)
+    pruning: dict = field(default_factory=dict)
     gate: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     final_stage: str = ""
@@ -74,6 +76,7 @@ def render_report(report: dict, console: Console) -> None:
         "precision",
         "size",
         "nodes",
+        "MFLOPs",
         "latency",
         "speed-up",
         "accuracy",
@@ -99,6 +102,7 @@ def render_report(report: dict, console: Console) -> None:
             stage["precision"],
             _size(stage["size_bytes"]),
             str(stage["nodes"]),
+            "-" if stage.get("flops") is None else f"{stage['flops'] / 1e6:.1f}",
             "-" if latency is None else f"{latency:.3f} ms",
             speedup,
             _percent(accuracy),
@@ -123,6 +127,7 @@ def render_report(report: dict, console: Console) -> None:
             f"calibration {trial['method']:<10} held-out agreement {agreement}, cosine {trial['cosine_mean']:.5f}"
             f"{chosen}"
         )
+    render_pruning(report.get("pruning") or {}, console)
     if report.get("excluded_nodes"):
         console.print(f"left in float (most sensitive): {', '.join(report['excluded_nodes'])}")
     gate = report.get("gate") or {}
@@ -134,3 +139,26 @@ def render_report(report: dict, console: Console) -> None:
         )
     for note in report.get("notes", []):
         console.print(f"note: {note}")
+
+
+def render_pruning(pruning: dict, console: Console) -> None:
+    """Channels before and after per group, the groups left alone and why, and the auto search's steps."""
+    if not pruning:
+        return
+    table = Table(title=f"pruning: {pruning['mode']}", title_justify="left")
+    for column in ("channel group (first producer)", "layers", "channels", "kept"):
+        table.add_column(column, justify="left" if column.startswith("channel group") else "right")
+    for group in pruning.get("groups", []):
+        kept = group["after"] / group["before"] if group["before"] else 1.0
+        table.add_row(
+            group["name"], str(len(group["producers"])), f"{group['before']} -> {group['after']}", f"{kept:.0%}"
+        )
+    console.print(table)
+    before, after = pruning.get("flops_before") or 0, pruning.get("flops_after") or 0
+    if before:
+        console.print(f"pruning: {before / 1e6:.1f} -> {after / 1e6:.1f} MFLOPs ({before / max(after, 1):.2f}x fewer)")
+    for group in pruning.get("left_alone", []):
+        console.print(f"left alone: {group['name']} ({group['channels']} channels): {'; '.join(group['reasons'])}")
+    for step in pruning.get("search", []):
+        verdict = "within budget" if step["within_budget"] else "over budget"
+        console.print(f"auto search: {2 * step['macs'] / 1e6:.1f} MFLOPs, loss {step['loss'] * 100:.2f} pt, {verdict}")

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   := .cache/demo
 
-.PHONY: demo test lint bench bench-convert bench-daemon bench-drift bench-fleet broker browser clean
+.PHONY: demo test lint bench bench-convert bench-prune bench-daemon bench-drift bench-fleet broker browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,13 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --workdir $(DEMO)
 
-bench: bench-convert bench-daemon bench-drift bench-fleet
+bench: bench-convert bench-prune bench-daemon bench-drift bench-fleet
 
 bench-convert: $(STAMP)
 	$(BIN)/python benchmarks/convert.py --write docs/benchmarks.md
+
+bench-prune: $(STAMP)
+	$(BIN)/python benchmarks/prune.py --write docs/benchmarks.md
 
 bench-daemon: $(STAMP) broker
 	$(BIN)/python benchmarks/daemon.py --write docs/benchmarks.md

@@ -175,9 +175,18 @@ class Conversion:
         self.report.pruning = result.as_report()
         if setting == AUTO:
             self.report.pruning["budget_share"] = share
+            if self.evaluation is None:
+                self.report.notes.append(
+                    "--prune auto without --eval data: candidates were judged on cross-fitted calibration data only"
+                )
         changed = sum(group["before"] != group["after"] for group in result.groups)
         if not changed:
-            self.report.notes.append(f"--prune {setting}: no channel group could be pruned within the budget")
+            why = (
+                "no channel group could be pruned within the accuracy budget"
+                if setting == AUTO
+                else "the ratio removes no channel once kept counts are rounded to a multiple of 8; use a larger one"
+            )
+            self.report.notes.append(f"--prune {setting}: {why}")
             self.report.passes["prune"] = f"ran ({result.mode}): nothing pruned"
             return model, ""
         stage = f"pruned ({result.mode.split(' (')[0]})"

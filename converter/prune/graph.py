@@ -220,9 +220,15 @@ class _Analysis:
         self.constants = {init.name: numpy_helper.to_array(init) for init in self.graph.initializer}
         self.shapes = tensor_shapes(model)
         self.uses: dict[str, int] = {}
+        self.captured: dict[str, set[str]] = {}  # node name -> outer tensors its subgraphs read
         for node in self.graph.node:
             for name in node.input:
                 self.uses[name] = self.uses.get(name, 0) + 1
+            captured = _subgraph_reads(node)
+            if captured:
+                self.captured[node.name] = captured
+                for name in captured:
+                    self.uses[name] = self.uses.get(name, 0) + 1
         self.layouts: dict[str, Layout] = {}
         self.groups: dict[int, ChannelGroup] = {}
         self.parent: dict[int, int] = {}
@@ -301,6 +307,8 @@ class _Analysis:
     # -- operators ----------------------------------------------------------------------------------------------
     def visit(self, node: onnx.NodeProto) -> None:
         op = node.op_type
+        for name in self.captured.get(node.name, ()):
+            self.pin(self.layouts.get(name), f"read inside a subgraph of {op} '{node.name or node.output[0]}'")
         if node.domain not in ("", "ai.onnx"):
             self.not_understood(node, f"operator of domain {node.domain}")
         elif op == "Conv":
@@ -524,16 +532,17 @@ class _Analysis:
             return
         factor = int(np.prod(spatial)) if spatial else 1
         size = self.size(layout) * factor
+        features = Layout(1, tuple(Segment(s.group, s.block * factor) for s in layout.segments))
         first, second = int(target[0]), int(target[1])
         keeps_batch = first == 0 or (bool(shape) and first == shape[0])
         if second == -1 and keeps_batch:
             pass
         elif second == size and (keeps_batch or first == -1):
-            self.counts.append(ChannelCount(node.name, "reshape", layout, node.input[1], 1))
+            self.counts.append(ChannelCount(node.name, "reshape", features, node.input[1], 1))
         else:
             self.not_understood(node, "a reshape other than to (batch, features)")
             return
-        self.set_output(node, Layout(1, tuple(Segment(s.group, s.block * factor) for s in layout.segments)))
+        self.set_output(node, features)
 
     def concat(self, node: onnx.NodeProto) -> None:
         layouts = [self.layouts.get(name) for name in node.input]
@@ -567,6 +576,20 @@ class _Analysis:
             self.not_understood(node, "moves the channel axis")
             return
         self.set_output(node, layout)
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If branches, Loop/Scan bodies, nested) read but do not define themselves."""
+    reads: set[str] = set()
+    for attribute in node.attribute:
+        graphs = list(attribute.graphs) + ([attribute.g] if attribute.HasField("g") else [])
+        for graph in graphs:
+            defined = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+            for inner in graph.node:
+                reads |= {name for name in inner.input if name and name not in defined}
+                reads |= _subgraph_reads(inner) - defined
+                defined |= set(inner.output)
+    return reads
 
 
 def analyse(model: onnx.ModelProto) -> ChannelGraph:

@@ -84,6 +84,7 @@ def to_onnx(
             for attribute in node.attribute:
                 if attribute.name == "beta":
                     attribute.f = 1.0
-            new[bias_name or f"{node.name}.refit_bias"] = bias.astype(dtype)  # type: ignore[union-attr]
+            shape = arrays[bias_name].shape if bias_name and arrays[bias_name].size == len(bias) else (-1,)  # type: ignore[arg-type]
+            new[bias_name or f"{node.name}.refit_bias"] = bias.reshape(shape).astype(dtype)  # type: ignore[union-attr]
         return new
     return {consumer.weight: coefficients.astype(dtype)}

@@ -142,17 +142,17 @@ def render_report(report: dict, console: Console) -> None:
 
 
 def render_pruning(pruning: dict, console: Console) -> None:
-    """Channels before and after per group, the groups left alone and why, and the auto search's steps."""
+    """Output channels before and after per layer (layers joined by a residual Add share a group number, and
+    their channels), the groups left alone and why, and the auto search's steps."""
     if not pruning:
         return
     table = Table(title=f"pruning: {pruning['mode']}", title_justify="left")
-    for column in ("channel group (first producer)", "layers", "channels", "kept"):
-        table.add_column(column, justify="left" if column.startswith("channel group") else "right")
-    for group in pruning.get("groups", []):
+    for column in ("layer", "group", "output channels", "kept"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for number, group in enumerate(pruning.get("groups", []), start=1):
         kept = group["after"] / group["before"] if group["before"] else 1.0
-        table.add_row(
-            group["name"], str(len(group["producers"])), f"{group['before']} -> {group['after']}", f"{kept:.0%}"
-        )
+        for layer in group["producers"]:
+            table.add_row(layer, str(number), f"{group['before']} -> {group['after']}", f"{kept:.0%}")
     console.print(table)
     before, after = pruning.get("flops_before") or 0, pruning.get("flops_after") or 0
     if before:

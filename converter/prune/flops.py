@@ -6,16 +6,48 @@ channels anyway. FLOPs are reported as 2 x MACs.
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import onnx
 
 from converter.prune.graph import tensor_shapes
 
 
+def _topological(nodes: list[onnx.NodeProto], known: set[str]) -> list[onnx.NodeProto]:
+    """Nodes in an order where each comes after its inputs' producers (some converters append nodes, such as the
+    fp16 converter's input Cast, after their readers; onnxruntime accepts that, shape inference does not)."""
+    producers = {name: index for index, node in enumerate(nodes) for name in node.output}
+    waiting = [0] * len(nodes)
+    readers: dict[int, list[int]] = {}
+    for index, node in enumerate(nodes):
+        for source in {producers[name] for name in node.input if name and name not in known and name in producers}:
+            waiting[index] += 1
+            readers.setdefault(source, []).append(index)
+    ready = deque(index for index, count in enumerate(waiting) if count == 0)
+    order: list[int] = []
+    while ready:
+        index = ready.popleft()
+        order.append(index)
+        for reader in readers.get(index, []):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                ready.append(reader)
+    if len(order) != len(nodes):  # a cycle: keep the graph as it was
+        return nodes
+    return [nodes[index] for index in order]
+
+
 def _batch_one(model: onnx.ModelProto) -> onnx.ModelProto:
     copy = onnx.ModelProto.FromString(model.SerializeToString())
     initializers = {init.name for init in copy.graph.initializer}
     del copy.graph.value_info[:]
+    known = initializers | {value.name for value in copy.graph.input}
+    ordered = [
+        onnx.NodeProto.FromString(node.SerializeToString()) for node in _topological(list(copy.graph.node), known)
+    ]
+    del copy.graph.node[:]
+    copy.graph.node.extend(ordered)
     for value in copy.graph.input:
         if value.name in initializers:
             continue

@@ -150,6 +150,18 @@ def test_auto_stays_within_the_budget_and_reports_its_search(activity_sample, tm
     assert any(stage["stage"] == "pruned (auto)" for stage in report["stages"])
 
 
+def test_prune_then_fp16_for_a_jetson(activity_sample, tmp_path, capsys):
+    """The fp16 converter appends its input Cast after the layers that read it; FLOPs are still counted."""
+    args = sample_args(activity_sample, tmp_path / "j.bundle", "--target", "jetson-orin", "--prune", "0.5",
+                       "--json", "--no-latency")  # fmt: skip
+    code, text = run(capsys, *args)
+    assert code == 0, text
+    report = json.loads(text[text.index("{") :])
+    stages = {stage["stage"]: stage for stage in report["stages"]}
+    assert report["final_stage"] == "fp16"
+    assert stages["fp16"]["flops"] == stages["pruned (ratio 0.5)"]["flops"] < stages["fused"]["flops"] / 3
+
+
 def test_human_report_shows_channels_per_group(activity_sample, tmp_path, capsys):
     code, text = run(capsys, *sample_args(activity_sample, tmp_path / "a.bundle", "--prune", "0.25",
                                           "--quantize", "none", "--no-latency"))  # fmt: skip

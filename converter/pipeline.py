@@ -44,7 +44,8 @@ SKIPPABLE_PASSES = ("fuse", "quantize", "verify", "reference")
 # int8 must beat the float model by this much on a board measurable here, or the float model is kept.
 MIN_INT8_SPEEDUP = 1.05
 MAX_EXCLUSION_ROUNDS = 4
-#: Share of --max-accuracy-drop that `--prune auto` may spend when quantization follows (which gets the rest).
+#: Share of --max-accuracy-drop that `--prune auto` may spend when int8 follows (which gets the rest; fp16 costs
+#: next to nothing and leaves pruning the whole budget).
 PRUNE_SHARE_BEFORE_QUANTIZATION = 0.75
 
 
@@ -184,14 +185,23 @@ class Conversion:
             why = (
                 "no channel group could be pruned within the accuracy budget"
                 if setting == AUTO
-                else "the ratio removes no channel once kept counts are rounded to a multiple of 8; use a larger one"
+                else "the ratio removes no channel once kept counts are rounded (to whole channels, and to a "
+                "multiple of 8 in groups of 16 or more); use a larger one"
             )
             self.report.notes.append(f"--prune {setting}: {why}")
             self.report.passes["prune"] = f"ran ({result.mode}): nothing pruned"
             return model, ""
-        stage = f"pruned ({result.mode.split(' (')[0]})"
+        stage = f"pruned ({result.mode.split(',')[0]})"
         self.record(stage, result.model, "fp32", note=f"{changed} channel group(s) pruned")
         self.report.passes["prune"] = f"ran ({result.mode})"
+        loss = self.loss(stage)
+        if setting != AUTO and loss > self.options.max_accuracy_drop:
+            raise GateFailed(
+                f"bundle refused: --prune {setting} alone loses {loss * 100:.2f} points against the original "
+                f"(allowed: {self.options.max_accuracy_drop * 100:.2f}); try a smaller ratio, or --prune auto to "
+                f"spend the budget where it costs least",
+                self.report,
+            )
         return result.model, stage
 
     # -- passes ---------------------------------------------------------------------------------------------
@@ -330,7 +340,7 @@ def convert_onnx(options: ConvertOptions, board: Board, card: ModelCard | None, 
         report.passes["fuse"] = "ran"
 
     if options.prune:
-        quantizing = "quantize" not in options.skip and precision != "none"
+        quantizing = "quantize" not in options.skip and precision == "int8"
         pruned, stage = conversion.prune(current, quantizing)
         if stage:
             current, current_stage = pruned, stage

@@ -159,6 +159,6 @@ def render_pruning(pruning: dict, console: Console) -> None:
         console.print(f"pruning: {before / 1e6:.1f} -> {after / 1e6:.1f} MFLOPs ({before / max(after, 1):.2f}x fewer)")
     for group in pruning.get("left_alone", []):
         console.print(f"left alone: {group['name']} ({group['channels']} channels): {'; '.join(group['reasons'])}")
-    for step in pruning.get("search", []):
+    for step in sorted(pruning.get("search", []), key=lambda step: -step["macs"]):
         verdict = "within budget" if step["within_budget"] else "over budget"
         console.print(f"auto search: {2 * step['macs'] / 1e6:.1f} MFLOPs, loss {step['loss'] * 100:.2f} pt, {verdict}")

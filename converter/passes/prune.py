@@ -119,7 +119,7 @@ def prune(
 
         allocation = allocate(pruner, cross, reference=reference, judge=judge, budget=budget, advance=advance)
         ratios = allocation.ratios
-        mode = f"auto (budget {budget * 100:.2f} pt)"
+        mode = f"auto, budget {budget * 100:.2f} pt"
         result_budget, sensitivity = budget, allocation.sensitivity
         search = [asdict(step) for step in allocation.steps]
     else:

@@ -165,10 +165,30 @@ class ChannelGraph:
 
 
 def normalize_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Turn Constant nodes and Identity-of-initializer nodes into initializers, so every weight is one."""
+    """A copy where every weight is an initializer of its own and every node has a unique name.
+
+    Constant nodes and Identity-of-initializer nodes become initializers; initializers that old exporters also
+    list as graph inputs (IR < 4, or torch's keep_initializers_as_inputs) stop being inputs, so that slicing them
+    cannot contradict a declared input shape; unnamed or duplicate node names (older exporters) are made unique,
+    since the analysis and the report refer to nodes by name.
+    """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     arrays = {init.name for init in graph.initializer}
+    runtime_inputs = [value for value in graph.input if value.name not in arrays]
+    if len(runtime_inputs) != len(graph.input):
+        del graph.input[:]
+        graph.input.extend(runtime_inputs)
+        model.ir_version = max(model.ir_version, 4)
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):
+        if not node.name or node.name in seen:
+            base = node.name or f"{node.op_type}_{node.output[0] if node.output else index}"
+            name, suffix = base, 1
+            while name in seen:
+                name, suffix = f"{base}_{suffix}", suffix + 1
+            node.name = name
+        seen.add(node.name)
     kept = []
     for node in graph.node:
         if node.op_type == "Constant" and len(node.output) == 1:

@@ -78,7 +78,14 @@ class ChannelPruner:
         return self.graph.prunable()
 
     def moments(self, data: Dataset, **kwargs) -> dict[str, InputMoments]:
-        return gather_moments(self.model, self.graph.consumers, data, **kwargs)
+        """Input moments of the consumers that read a prunable group (the others are never scored or refitted)."""
+        prunable = {group.id for group in self.groups}
+        consumers = [
+            consumer
+            for consumer in self.graph.consumers
+            if any(segment.group in prunable for segment in self.graph.resolve(consumer.layout).segments)
+        ]
+        return gather_moments(self.model, consumers, data, **kwargs)
 
     def scores(self, moments: dict[str, InputMoments]) -> dict[int, np.ndarray]:
         if self.scoring == "magnitude":

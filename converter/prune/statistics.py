@@ -129,6 +129,7 @@ class _Accumulator:
         self.per_sample = per_sample
         self.geometry: ConvGeometry | None = None
         self.gram: np.ndarray | None = None
+        self.shift: np.ndarray | None = None
         self.rows = 0
 
     def rows_of(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -145,11 +146,23 @@ class _Accumulator:
         return flat.reshape(-1, x.shape[-1])
 
     def add(self, x: np.ndarray, rng: np.random.Generator) -> None:
+        """Accumulate the Gram of rows shifted by the first batch's mean: float32 products of centred values keep
+        their precision (raw ones lose it when a feature's mean dwarfs its spread); `moments` undoes the shift."""
         rows = self.rows_of(np.asarray(x, dtype=np.float32), rng)
-        rows = np.concatenate([rows, np.ones((len(rows), 1), np.float32)], axis=1)
+        if self.shift is None:
+            self.shift = rows.mean(axis=0, dtype=np.float64).astype(np.float32)
+        rows = np.concatenate([rows - self.shift, np.ones((len(rows), 1), np.float32)], axis=1)
         product = (rows.T @ rows).astype(np.float64)
         self.gram = product if self.gram is None else self.gram + product
         self.rows += len(rows)
+
+    def moments(self) -> InputMoments:
+        """The Gram of the unshifted rows [x, 1] = [y + s, 1] = T [y, 1]: T G_y T' in float64."""
+        assert self.gram is not None and self.shift is not None
+        size = len(self.gram)
+        transform = np.eye(size)
+        transform[:-1, -1] = self.shift.astype(np.float64)
+        return InputMoments(transform @ self.gram @ transform.T, self.rows)
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -190,4 +203,4 @@ def gather_moments(
                     f"pruning works on float32 models; '{accumulator.consumer.input}' is {value.dtype}"
                 )
             accumulator.add(value, rng)
-    return {a.consumer.node: InputMoments(a.gram, a.rows) for a in accumulators if a.gram is not None}
+    return {a.consumer.node: a.moments() for a in accumulators if a.gram is not None}

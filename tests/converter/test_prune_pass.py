@@ -179,6 +179,16 @@ def test_ratio_outside_zero_one_is_one_message(activity_sample, tmp_path, capsys
     assert not (tmp_path / "o.bundle").exists()
 
 
+def test_a_ratio_that_breaks_the_budget_is_refused_right_after_pruning(digits_sample, tmp_path, capsys):
+    """No int8 rounds that cannot help: the refusal names the prune stage and what to try instead."""
+    out = tmp_path / "o.bundle"
+    code, text = run(capsys, *sample_args(digits_sample, out, "--prune", "0.9", "--no-latency"))
+    assert code == 1
+    assert "--prune 0.9 alone loses" in text and "smaller ratio" in text and "--prune auto" in text
+    assert "int8" not in text.split("edge-convert: error:")[0].split("pruned (ratio 0.9)")[-1]
+    assert not out.exists()
+
+
 def test_prune_without_calibration_data(activity_sample, tmp_path, capsys):
     args = [activity_sample.onnx_path, "-o", tmp_path / "o.bundle", "--target", "x86_64",
             "--eval", activity_sample.eval_path, "--quantize", "none", "--prune", "0.3"]  # fmt: skip

@@ -240,7 +240,7 @@ def test_both_scores_choose_the_dead_channels(scoring):
     (reference,) = graphs.run(model, feed)
     np.testing.assert_allclose(graphs.run(pruner.build(keep, None), feed)[0], reference, rtol=1e-5, atol=1e-5)
     if moments:  # the refit's ridge shrinks the weights a little even when nothing was lost
-        assert relative_error(reference, graphs.run(pruner.build(keep, moments), feed)[0]) < 5e-3
+        assert relative_error(reference, graphs.run(pruner.build(keep, moments), feed)[0]) < 1e-2
 
 
 def redundant_channel_model() -> onnx.ModelProto:
@@ -270,8 +270,8 @@ def test_refit_folds_a_linearly_dependent_channel_into_the_others():
     refitted, removed = pruner.build(keep, moments), pruner.build(keep, None)
     assert_valid_with_same_interface(model, refitted)
     assert graphs.weights(refitted)["conv2.weight"].shape == (4, 7, 3, 3)
-    # Not exact: the ridge (1e-3 of the mean feature variance) costs about 0.15% of the output scale here.
-    assert relative_error(reference, graphs.run(refitted, feed)[0]) < 5e-3
+    # Not exact: the ridge (1e-3 of the mean second moment, toward the trained weights) costs under 1% here.
+    assert relative_error(reference, graphs.run(refitted, feed)[0]) < 1e-2
     assert relative_error(reference, graphs.run(removed, feed)[0]) > 0.05
 
     # Without the ridge, the least-squares solution is the exact one.
@@ -328,7 +328,7 @@ def test_refit_of_dense_consumers_is_exact_without_ridge(consumer):
     assert_valid_with_same_interface(model, pruned)
     (output,) = graphs.run(pruned, feed)
     np.testing.assert_allclose(output, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
-    assert relative_error(reference, graphs.run(pruner.build(keep, moments), feed)[0]) < 5e-3
+    assert relative_error(reference, graphs.run(pruner.build(keep, moments), feed)[0]) < 1e-2
     assert relative_error(reference, graphs.run(pruner.build(keep, None), feed)[0]) > 0.05
     if consumer == "gemm-no-bias":  # the refit's bias is added as a new input, and beta no longer scales it
         assert graphs.node(pruned, "out").input[2] == "out.refit_bias"
@@ -416,3 +416,54 @@ def test_keep_rounds_to_the_channel_multiple():
     assert pruner.keep({group.id: 0.0}, scores) == {}
     unrounded = ChannelPruner(model, channel_multiple=1).keep({group.id: 0.25}, scores)
     np.testing.assert_array_equal(unrounded[group.id], np.arange(8, 32))  # the 24 highest scores
+
+
+# -- regressions found in review ------------------------------------------------------------------------------------
+
+
+def test_unnamed_and_duplicate_node_names_are_made_unique():
+    """Older exporters leave node names empty; the analysis, the refit and the report key nodes by name."""
+    model = graphs.classifier()
+    for node in model.graph.node:
+        node.name = "" if node.op_type != "Relu" else "same"
+    pruner = ChannelPruner(model, channel_multiple=1)
+    names = [node.name for node in pruner.model.graph.node]
+    assert all(names) and len(set(names)) == len(names)
+    moments = pruner.moments(Dataset(graphs.sample_inputs(model, batch=32), None, "calibration"))
+    keep = pruner.keep({group.id: 0.5 for group in pruner.groups}, pruner.scores(moments))
+    pruned = pruner.build(keep, moments)
+    assert_valid_with_same_interface(model, pruned)
+    assert_runs_like(model, pruned)
+
+
+def test_initializers_listed_as_graph_inputs_are_sliced_without_contradicting_them():
+    """IR < 4 exporters (and torch's keep_initializers_as_inputs) list every weight as a graph input too."""
+    model = graphs.classifier()
+    model.graph.input.extend(
+        onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+        for init in model.graph.initializer
+    )
+    pruner = ChannelPruner(model, channel_multiple=1)
+    assert [value.name for value in pruner.model.graph.input] == ["x"]
+    pruned = pruner.build({group.id: np.arange(group.size // 2) for group in pruner.groups}, None)
+    onnx.checker.check_model(pruned, full_check=True)
+    assert_runs_like(graphs.classifier(), pruned)
+
+
+def test_refit_of_a_wide_layer_from_few_samples_keeps_what_the_data_does_not_pin_down():
+    """A Gemm after Flatten sees one row per sample: with fewer samples than features, the refit must not throw
+    away the trained weights in the directions the calibration data does not cover."""
+    b = Builder(shape=(3, 8, 8))
+    x = b.op("Flatten", [b.op("Relu", [b.conv(b.input, "conv1", 3, 16)], "relu1")], "flatten")
+    model = b.model(b.gemm(x, "fc", 16 * 64, 10))
+    calibration = Dataset(graphs.sample_inputs(model, batch=16, seed=3), None, "calibration")
+    fresh = graphs.sample_inputs(model, batch=500, seed=11)
+    (reference,) = graphs.run(model, fresh)
+    errors = {}
+    for refit_layers in (True, False):
+        pruner = ChannelPruner(model, channel_multiple=1, refit_layers=refit_layers)
+        moments = pruner.moments(calibration)
+        keep = pruner.keep({group.id: 0.25 for group in pruner.groups}, pruner.scores(moments))
+        (output,) = graphs.run(pruner.build(keep, moments), fresh)
+        errors[refit_layers] = float(np.mean(np.sum((output - reference) ** 2, 1) / np.sum(reference**2, 1)))
+    assert errors[True] < errors[False] * 0.8, errors

@@ -189,6 +189,14 @@ def test_a_ratio_that_breaks_the_budget_is_refused_right_after_pruning(digits_sa
     assert not out.exists()
 
 
+def test_skip_verify_lets_an_over_budget_ratio_through(activity_sample, tmp_path, capsys):
+    args = sample_args(activity_sample, tmp_path / "o.bundle", "--prune", "0.9", "--max-accuracy-drop", "0",
+                       "--skip", "verify", "--quantize", "none", "--no-latency", "--json")  # fmt: skip
+    code, text = run(capsys, *args)
+    assert code == 0, text
+    assert json.loads(text[text.index("{") :])["gate"]["passed"] is True
+
+
 def test_prune_without_calibration_data(activity_sample, tmp_path, capsys):
     args = [activity_sample.onnx_path, "-o", tmp_path / "o.bundle", "--target", "x86_64",
             "--eval", activity_sample.eval_path, "--quantize", "none", "--prune", "0.3"]  # fmt: skip

@@ -26,11 +26,11 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null )
 
 test: $(STAMP) broker browser
-	$(BIN)/ruff check edge_runtime converter tests benchmarks scripts
+	$(BIN)/ruff check edge_runtime edge_fleet converter sample_models tests benchmarks scripts
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check edge_runtime converter tests benchmarks scripts
+	$(BIN)/ruff check edge_runtime edge_fleet converter sample_models tests benchmarks scripts
 
 # Train and convert the sample activity model (a 1-D CNN on a real IMU data set), start a local broker,
 # run the daemon on the replayed held-out recordings and show the predictions arriving.

@@ -30,8 +30,8 @@ from converter.passes.check import model_inputs
 from converter.passes.quantize import DatasetReader
 from converter.pipeline import ConvertOptions, convert
 from converter.runner import make_session, run_dataset
-from converter.samples import build_sample
 from edge_runtime.bundle import read_bundle
+from sample_models import build_sample
 
 MARK_START, MARK_END = "<!-- bench:convert:start -->", "<!-- bench:convert:end -->"
 

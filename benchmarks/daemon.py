@@ -37,13 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.convert import _cpu_name, write_section  # noqa: E402
 from converter.cli import main as convert  # noqa: E402
-from converter.samples import build_sample  # noqa: E402
-from converter.samples.recording import write_activity_recording  # noqa: E402
 from edge_runtime.bundle import read_bundle  # noqa: E402
 from edge_runtime.card import ModelCard  # noqa: E402
 from edge_runtime.mqtt_link import _no_delay  # noqa: E402
 from edge_runtime.stream import SampleBlock  # noqa: E402
 from edge_runtime.window import Preprocessor, SlidingWindow  # noqa: E402
+from sample_models import build_sample  # noqa: E402
+from sample_models.recording import write_activity_recording  # noqa: E402
 from tests.support.broker import MosquittoBroker  # noqa: E402
 
 MARK = ("<!-- bench:daemon:start -->", "<!-- bench:daemon:end -->")

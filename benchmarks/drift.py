@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.convert import _cpu_name, write_section  # noqa: E402
-from converter.samples import build_sample  # noqa: E402
+from sample_models import build_sample  # noqa: E402
 from tests.support import drift_stream as ds  # noqa: E402
 
 MARK = ("<!-- bench:drift:start -->", "<!-- bench:drift:end -->")

@@ -135,8 +135,8 @@ def publish_statuses(port: int, devices: int) -> None:
 # -- the monitor process ---------------------------------------------------------------------------------------------
 def monitor_process(broker: str, share_group: str | None) -> int:
     """Ingest until SIGTERM; progress lines `count N` on stdout, then one JSON line with the totals."""
-    from edge_runtime.fleet.monitor import FleetMonitor
-    from edge_runtime.fleet.state import FleetState
+    from edge_fleet.monitor import FleetMonitor
+    from edge_fleet.state import FleetState
 
     state = FleetState()
     seen: dict[str, float] = {"count": 0, "first": 0.0, "last": 0.0}
@@ -244,9 +244,9 @@ def ingest_run(messages: int, devices: int, monitors: int, backlog: bool) -> dic
 def simulate_run(devices: int, seconds: float, rate_hz: float) -> dict:
     import paho.mqtt.client as mqtt
 
-    from edge_runtime.fleet.monitor import FleetMonitor, wait_for
-    from edge_runtime.fleet.mqtt_loop import ClientLoop, FastClient
-    from edge_runtime.fleet.state import FleetState
+    from edge_fleet.monitor import FleetMonitor, wait_for
+    from edge_fleet.mqtt_loop import ClientLoop, FastClient
+    from edge_fleet.state import FleetState
     from tests.support.broker import MosquittoBroker
 
     seqs: dict[str, list[int]] = defaultdict(list)
@@ -274,7 +274,7 @@ def simulate_run(devices: int, seconds: float, rate_hz: float) -> dict:
             raise RuntimeError("collector or monitor could not subscribe")
         report_path = Path(tmp) / "report.json"
         started = time.monotonic()
-        sim = subprocess.Popen([sys.executable, "-m", "edge_runtime.fleet.cli", "simulate", "--broker", broker.url,
+        sim = subprocess.Popen([sys.executable, "-m", "edge_fleet.cli", "simulate", "--broker", broker.url,
                                 "--devices", str(devices), "--rate-hz", str(rate_hz), "--duration", str(seconds),
                                 "--report", str(report_path)], stderr=subprocess.DEVNULL)
         wait_for(lambda: sum(d.online for d in state.devices()) == devices, 60, 0.05)

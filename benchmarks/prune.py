@@ -40,9 +40,9 @@ from converter.pipeline import ConvertOptions, ConvertResult, convert
 from converter.prune.flops import model_flops
 from converter.prune.pruner import ChannelPruner
 from converter.runner import make_session, run_dataset
-from converter.samples import build_sample
 from edge_runtime.board import load_board
 from edge_runtime.bundle import read_bundle
+from sample_models import build_sample
 
 MARKS = ("<!-- bench:prune:start -->", "<!-- bench:prune:end -->")
 GOAL_PRUNED_VS_FP32 = 1.4

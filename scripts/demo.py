@@ -97,7 +97,7 @@ def main() -> int:
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
-    run([sys.executable, "-m", "converter.samples", "activity", workdir, "--recording"])
+    run([sys.executable, "-m", "sample_models", "activity", workdir, "--recording"])
     bundle = workdir / "activity.bundle"
     run([BIN / "edge-convert", workdir / "activity.onnx", "-o", bundle, "--target", board_for_host(), "--card",
          workdir / "activity.card.yaml", "--calibration", workdir / "activity.calibration.npz", "--eval",

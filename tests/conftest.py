@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from converter.samples import SampleModel, build_sample
+from sample_models import SampleModel, build_sample
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def activity_bundle(activity_sample, tmp_path_factory):
 @pytest.fixture(scope="session")
 def activity_recording(activity_sample, tmp_path_factory):
     """The held-out BasicMotions recordings as one CSV stream in class runs (4,000 samples at 10 Hz)."""
-    from converter.samples.recording import write_activity_recording
+    from sample_models.recording import write_activity_recording
 
     return write_activity_recording(tmp_path_factory.mktemp("recording") / "activity.recording.csv")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from converter.cli import main as convert
-from edge_runtime.fleet.deploy import BundleBlob, chunk_topic, make_request
+from edge_fleet.deploy import BundleBlob, chunk_topic, make_request
 from tests.support.daemon import messages, write_config
 
 

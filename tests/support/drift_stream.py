@@ -14,8 +14,6 @@ import numpy as np
 import onnxruntime as ort
 
 from converter.drift_calibration import drift_section
-from converter.samples import SampleModel
-from converter.samples.recording import activity_stream
 from edge_runtime.card import ModelCard
 from edge_runtime.drift.monitor import DriftMonitor, Thresholds
 from edge_runtime.drift.reference import DriftReference
@@ -23,6 +21,8 @@ from edge_runtime.postprocess import predictions
 from edge_runtime.stream import SampleBlock
 from edge_runtime.window import Preprocessor, SlidingWindow
 from edge_runtime.yaml_source import load_model
+from sample_models import SampleModel
+from sample_models.recording import activity_stream
 
 Fault = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (values [n, C], pooled std [C]) -> faulty values
 

@@ -10,17 +10,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge_runtime.fleet.monitor import FleetMonitor
-from edge_runtime.fleet.state import FleetState
+from edge_fleet.monitor import FleetMonitor
+from edge_fleet.state import FleetState
 
 
 class SimulatorProcess:
-    """`python -m edge_runtime.fleet.cli simulate ...`, its log in a temp file, killed at `close()`."""
+    """`python -m edge_fleet.cli simulate ...`, its log in a temp file, killed at `close()`."""
 
     def __init__(self, broker_url: str, devices: int, *args: str, report: Path | None = None):
         self.log = Path(tempfile.mkstemp(prefix="simulate-", suffix=".log")[1])
         self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in close()
-        command = [sys.executable, "-m", "edge_runtime.fleet.cli", "simulate", "--broker", broker_url,
+        command = [sys.executable, "-m", "edge_fleet.cli", "simulate", "--broker", broker_url,
                    "--devices", str(devices), *args]
         if report is not None:
             command += ["--report", str(report)]

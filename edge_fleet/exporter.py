@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from edge_runtime.fleet.history import drift_level
+from edge_fleet.history import drift_level
 
 PREFIX = "edge_fleet"
 ALERT_KINDS = ("offline", "drift", "degraded", "deploy_failed")

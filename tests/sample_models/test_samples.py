@@ -11,12 +11,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-import converter.samples as samples
-from converter.samples import MAX_CALIBRATION, SAMPLE_NAMES, SampleModel, build_sample
-from converter.samples.__main__ import main
-from converter.samples.cache import cached_entry
+import sample_models as samples
 from edge_runtime.card import ImageInput, ModelCard, TimeSeriesInput
 from edge_runtime.yaml_source import load_model
+from sample_models import MAX_CALIBRATION, SAMPLE_NAMES, SampleModel, build_sample
+from sample_models.__main__ import main
+from sample_models.cache import cached_entry
 
 # What the models reach (activity 1.00 on 240 test windows, digits ~0.997 on 360 test images) minus margin.
 ACCURACY_FLOOR = {"activity": 0.95, "activity_wide": 0.95, "digits": 0.97}
@@ -79,7 +79,7 @@ def test_data_files_are_model_ready(sample: SampleModel) -> None:
 
 def test_activity_data_follows_the_card(activity_sample: SampleModel) -> None:
     """Raw recordings + the card's window/hop/normalize reproduce the npz inputs, recording by recording."""
-    from converter.samples.datasets import load_basic_motions
+    from sample_models.datasets import load_basic_motions
 
     card = load_model(activity_sample.card_path, ModelCard)
     assert isinstance(card.input, TimeSeriesInput) and card.input.normalize is not None
@@ -106,7 +106,7 @@ def test_activity_data_follows_the_card(activity_sample: SampleModel) -> None:
 
 def test_digits_data_follows_the_card(digits_sample: SampleModel) -> None:
     """Raw 0..16 pixels times the card's scale are the npz inputs, in the data set's own order."""
-    from converter.samples.datasets import load_digits_images
+    from sample_models.datasets import load_digits_images
 
     card = load_model(digits_sample.card_path, ModelCard)
     assert isinstance(card.input, ImageInput) and card.input.normalize is None

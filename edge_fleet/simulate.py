@@ -32,10 +32,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from edge_fleet.mqtt_loop import ClientLoop, FastClient, parse_broker_url
 from edge_runtime import __version__
-from edge_runtime.fleet.mqtt_loop import ClientLoop, FastClient, parse_broker_url
 
-log = logging.getLogger("edge_runtime.fleet.simulate")
+log = logging.getLogger("edge_fleet.simulate")
 
 MODEL = "activity"
 LABELS = ("walking", "running", "standing", "badminton")

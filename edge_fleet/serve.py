@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from edge_runtime.fleet.history import FleetHistory
+from edge_fleet.history import FleetHistory
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ CHART_METRICS = ("throughput", "latency_p95", "drift")
 
 def dashboard_html() -> bytes:
     """The page, read from the package (it ships in the wheel next to this module)."""
-    return resources.files("edge_runtime.fleet").joinpath("static/dashboard.html").read_bytes()
+    return resources.files("edge_fleet").joinpath("static/dashboard.html").read_bytes()
 
 
 class HistoryRecorder:
@@ -248,7 +248,7 @@ class FleetHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], state: Any, history: FleetHistory,
                  health: Callable[[], dict] | None = None):
-        from edge_runtime.fleet.exporter import registry_for
+        from edge_fleet.exporter import registry_for
 
         self.state = state
         self.history = history
@@ -290,8 +290,8 @@ def main_serve(args: Any) -> int:
     except ImportError:
         print("edge-fleet serve needs prometheus-client: pip install prometheus-client", file=sys.stderr)
         return 2
-    from edge_runtime.fleet.monitor import FleetMonitor
-    from edge_runtime.fleet.state import FleetState
+    from edge_fleet.monitor import FleetMonitor
+    from edge_fleet.state import FleetState
 
     prefix = getattr(args, "prefix", None) or "edge"
     try:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edge_runtime.fleet.monitor import wait_for
+from edge_fleet.monitor import wait_for
 from tests.support.broker import MosquittoBroker
 from tests.support.fleet_sim import SimulatorProcess, in_state, online, running_monitor
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from edge_runtime.fleet.monitor import wait_for
+from edge_fleet.monitor import wait_for
 from tests.support.broker import Collector
 from tests.support.fleet_sim import SimulatorProcess, in_state, online, running_monitor
 

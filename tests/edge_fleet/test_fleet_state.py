@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from edge_runtime.fleet.state import DeviceState, FleetState
+from edge_fleet.state import DeviceState, FleetState
 
 NOW = 1_800_000_000.0
 

@@ -18,8 +18,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from edge_runtime.fleet.monitor import FleetMonitor
-from edge_runtime.fleet.state import DeviceState, FleetState
+from edge_fleet.monitor import FleetMonitor
+from edge_fleet.state import DeviceState, FleetState
 
 STATE_STYLE = {"online": "green", "offline": "bold red", "stopped": "yellow", "unknown": "dim"}
 DRIFT_STYLE = {"ok": "green", "warning": "yellow", "drift": "bold red"}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from edge_runtime.fleet.history import DAY_S, FleetHistory, drift_level
+from edge_fleet.history import DAY_S, FleetHistory, drift_level
 
 T0 = 1_700_000_000.0
 

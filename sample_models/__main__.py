@@ -1,4 +1,4 @@
-"""``python -m converter.samples NAME OUTDIR``: put a sample model's four files where a person wants them.
+"""``python -m sample_models NAME OUTDIR``: put a sample model's four files where a person wants them.
 
 The demo uses it to get an ONNX model, its card and its calibration/eval data in one step; the files come
 from the build cache, so only the first run trains.
@@ -16,7 +16,7 @@ from . import SAMPLE_NAMES, SampleModel, build_sample
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m converter.samples",
+        prog="python -m sample_models",
         description="Train (once, cached) a sample model on a package-shipped data set and copy its files.",
     )
     parser.add_argument(

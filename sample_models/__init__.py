@@ -106,7 +106,7 @@ def write_sample(name: str, directory: Path) -> SampleModel:
 def build_sample(name: str, cache_dir: Path | None = None) -> SampleModel:
     """Return sample `name` ("activity" or "digits"), training it only if the cache has no entry yet.
 
-    `cache_dir` defaults to ``$EDGE_CACHE_DIR`` or ``<repo>/.cache/models``; see `converter.samples.cache`.
+    `cache_dir` defaults to ``$EDGE_CACHE_DIR`` or ``<repo>/.cache/models``; see `sample_models.cache`.
     """
     from .cache import cached_entry
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.fleet.history import FleetHistory
-from edge_runtime.fleet.serve import build_server
-from edge_runtime.fleet.state import FleetState
+from edge_fleet.history import FleetHistory
+from edge_fleet.serve import build_server
+from edge_fleet.state import FleetState
 from tests.support.fleet_dashboard_data import feed_sample_fleet, status
 
 CHROMIUM_TIMEOUT_S = 90

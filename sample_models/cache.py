@@ -26,7 +26,7 @@ def default_cache_dir() -> Path:
     """``$EDGE_CACHE_DIR``, else ``<repo root>/.cache/models`` (git-ignored), else the user cache."""
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    repo_root = Path(__file__).resolve().parents[2]
+    repo_root = Path(__file__).resolve().parents[1]
     if (repo_root / "pyproject.toml").is_file():
         return repo_root / ".cache" / "models"
     # Installed from a wheel: there is no repository to put a .cache folder in.

@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_runtime.fleet.history import FleetHistory
-from edge_runtime.fleet.serve import HistoryRecorder, build_server, parse_http
-from edge_runtime.fleet.state import FleetState
+from edge_fleet.history import FleetHistory
+from edge_fleet.serve import HistoryRecorder, build_server, parse_http
+from edge_fleet.state import FleetState
 from tests.support.fleet_dashboard_data import feed_sample_fleet, model_stats, stats, status
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _strict(text: str):
@@ -238,7 +238,7 @@ def _free_port() -> int:
 SERVE = """
 import argparse, sys
 from pathlib import Path
-from edge_runtime.fleet.serve import main_serve
+from edge_fleet.serve import main_serve
 args = argparse.Namespace(broker=sys.argv[1], http=sys.argv[2], history=Path(sys.argv[3]), retention_days=7.0,
                           share_group="dash", prefix="edge")
 raise SystemExit(main_serve(args))
@@ -301,7 +301,7 @@ def test_main_serve_end_to_end_and_sigterm(broker, tmp_path):
                                                  ({"share_group": "a/b"}, "share group"),
                                                  ({"history": "/proc/nope/h.sqlite"}, "cannot open the history")])
 def test_main_serve_refuses_bad_options(tmp_path, capsys, change, message):
-    from edge_runtime.fleet.serve import main_serve
+    from edge_fleet.serve import main_serve
 
     options = {"broker": "mqtt://127.0.0.1:1", "http": "127.0.0.1:0", "history": tmp_path / "h.sqlite",
                "retention_days": 7.0, "share_group": None, "prefix": "edge", **change}
@@ -312,7 +312,7 @@ def test_main_serve_refuses_bad_options(tmp_path, capsys, change, message):
 def test_main_serve_refuses_a_port_in_use(tmp_path, capsys):
     import socket
 
-    from edge_runtime.fleet.serve import main_serve
+    from edge_fleet.serve import main_serve
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -11,8 +11,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_runtime.fleet.monitor import FleetMonitor, subscriptions, wait_for
-from edge_runtime.fleet.state import FleetState
+from edge_fleet.monitor import FleetMonitor, subscriptions, wait_for
+from edge_fleet.state import FleetState
 from tests.support.broker import MosquittoBroker
 from tests.support.fleet_sim import SimulatorProcess, in_state, online, running_monitor
 from tests.support.pki import write_pki

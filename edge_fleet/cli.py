@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from edge_runtime.fleet.mqtt_loop import parse_broker_url
+from edge_fleet.mqtt_loop import parse_broker_url
 
 DEFAULT_BROKER = os.environ.get("EDGE_FLEET_BROKER", "mqtt://127.0.0.1:1883")
 
@@ -80,18 +80,18 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _simulate_options(parser: argparse.ArgumentParser) -> None:
-    from edge_runtime.fleet.simulate import add_arguments
+    from edge_fleet.simulate import add_arguments
 
     add_arguments(parser)
 
 
 # command -> (help, options, module, function)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str, str]] = {
-    "watch": ("live terminal table of the fleet", _watch_options, "edge_runtime.fleet.watch", "main_watch"),
-    "serve": ("web dashboard, alerts and Prometheus metrics", _serve_options, "edge_runtime.fleet.serve",
+    "watch": ("live terminal table of the fleet", _watch_options, "edge_fleet.watch", "main_watch"),
+    "serve": ("web dashboard, alerts and Prometheus metrics", _serve_options, "edge_fleet.serve",
               "main_serve"),
-    "deploy": ("roll a bundle out to devices", _deploy_options, "edge_runtime.fleet.deploy", "main_deploy"),
-    "simulate": ("simulated devices for load tests and demos", _simulate_options, "edge_runtime.fleet.simulate",
+    "deploy": ("roll a bundle out to devices", _deploy_options, "edge_fleet.deploy", "main_deploy"),
+    "simulate": ("simulated devices for load tests and demos", _simulate_options, "edge_fleet.simulate",
                  "main_simulate"),
 }
 

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-from edge_runtime.fleet import cli
+from edge_fleet import cli
 
 
 def test_serve_options():
@@ -40,9 +40,9 @@ def test_a_missing_command_module_is_a_clear_error(monkeypatch, capsys):
     real = importlib.import_module
 
     def without_serve(name, *args):
-        if name == "edge_runtime.fleet.serve":
+        if name == "edge_fleet.serve":
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        if name == "edge_runtime.fleet.deploy":
+        if name == "edge_fleet.deploy":
             raise ModuleNotFoundError("No module named 'prometheus_client'", name="prometheus_client")
         return real(name, *args)
 

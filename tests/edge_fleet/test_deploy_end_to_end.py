@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from edge_fleet.deploy import EXIT_FAILED, EXIT_OK, EXIT_PENDING, DeployError, deploy_bundle, main_deploy
 from edge_runtime.bundle import read_bundle
-from edge_runtime.fleet.deploy import EXIT_FAILED, EXIT_OK, EXIT_PENDING, DeployError, deploy_bundle, main_deploy
 from tests.support.broker import Collector
 from tests.support.daemon import DaemonProcess, messages, wait_until
 from tests.support.deploy import (

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("edge_runtime.fleet.state")
+log = logging.getLogger("edge_fleet.state")
 
 SCHEMA = 1  # the newest status schema this module understands
 STATES = ("online", "offline", "stopped")

@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
-log = logging.getLogger("edge_runtime.fleet.mqtt")
+log = logging.getLogger("edge_fleet.mqtt")
 
 RECV_SIZE = 256 * 1024
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)

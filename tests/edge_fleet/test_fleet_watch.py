@@ -7,9 +7,9 @@ import sys
 
 from rich.console import Console
 
-from edge_runtime.fleet.monitor import wait_for
-from edge_runtime.fleet.state import DeviceState, ModelState
-from edge_runtime.fleet.watch import ago, build_table, matches, select
+from edge_fleet.monitor import wait_for
+from edge_fleet.state import DeviceState, ModelState
+from edge_fleet.watch import ago, build_table, matches, select
 from tests.support.fleet_sim import SimulatorProcess, online, running_monitor
 
 NOW = 1_800_000_000.0
@@ -64,7 +64,7 @@ def test_ago():
 
 
 def watch(broker_url: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "edge_runtime.fleet.cli", "watch", "--broker", broker_url, "--once",
+    done = subprocess.run([sys.executable, "-m", "edge_fleet.cli", "watch", "--broker", broker_url, "--once",
                            "--wait", "1.5", *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -87,7 +87,7 @@ def test_watch_once_prints_every_simulated_device_and_filters(broker):
 
 
 def test_watch_once_without_a_broker_fails_clearly():
-    done = subprocess.run([sys.executable, "-m", "edge_runtime.fleet.cli", "watch", "--broker", "mqtt://127.0.0.1:1",
+    done = subprocess.run([sys.executable, "-m", "edge_fleet.cli", "watch", "--broker", "mqtt://127.0.0.1:1",
                            "--once", "--wait", "0.1"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "cannot reach the broker" in done.stderr

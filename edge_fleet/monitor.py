@@ -26,10 +26,10 @@ from urllib.parse import unquote, urlparse
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge_runtime.fleet.mqtt_loop import ClientLoop, FastClient, parse_broker_url
-from edge_runtime.fleet.state import FleetState
+from edge_fleet.mqtt_loop import ClientLoop, FastClient, parse_broker_url
+from edge_fleet.state import FleetState
 
-log = logging.getLogger("edge_runtime.fleet.monitor")
+log = logging.getLogger("edge_fleet.monitor")
 
 KINDS = ("status", "stats", "drift", "deploy")
 

@@ -13,8 +13,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from edge_runtime.deploy_receiver import DeployRequest
-from edge_runtime.fleet.deploy import (
+from edge_fleet.deploy import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_PENDING,
@@ -26,6 +25,7 @@ from edge_runtime.fleet.deploy import (
     deploy_bundle,
     main_deploy,
 )
+from edge_runtime.deploy_receiver import DeployRequest
 from tests.support.broker import Collector, MosquittoBroker
 from tests.support.daemon import DaemonProcess, messages, wait_until
 from tests.support.deploy import (

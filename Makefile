@@ -6,8 +6,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   := .cache/demo
+# A second environment with only the device install (`pip install edge-runtime[onnx]`), as a board would have it:
+# tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
+DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test lint bench bench-convert bench-prune bench-daemon bench-drift bench-fleet broker browser clean
+.PHONY: demo test lint device-venv bench bench-convert bench-prune bench-daemon bench-drift bench-fleet broker browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +28,23 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || ( $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null )
 
-test: $(STAMP) broker browser
-	$(BIN)/ruff check edge_runtime edge_fleet converter sample_models tests benchmarks scripts
+$(DEVICE_VENV)/.installed: pyproject.toml
+	rm -rf $(DEVICE_VENV)
+	$(PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEVICE_VENV)/bin/pip install --quiet '.[onnx]'
+	touch $@
+
+device-venv: $(DEVICE_VENV)/.installed
+
+test: lint broker browser device-venv
 	$(BIN)/pytest -q
 
+# Style (ruff) and architecture (import-linter contracts in pyproject.toml: the device core never imports the
+# converter or the fleet tool, no import cycles).
 lint: $(STAMP)
 	$(BIN)/ruff check edge_runtime edge_fleet converter sample_models tests benchmarks scripts
+	$(BIN)/lint-imports --no-cache
 
 # Train and convert the sample activity model (a 1-D CNN on a real IMU data set), start a local broker,
 # run the daemon on the replayed held-out recordings and show the predictions arriving.

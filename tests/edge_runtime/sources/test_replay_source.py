@@ -9,8 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime.config import ReplaySourceConfig
-from edge_runtime.sources.replay import ReplaySource
+from edge_runtime.sources.replay import ReplaySource, ReplaySourceConfig
 
 
 def replay(context, path, **options) -> ReplaySource:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.config import ModelConfig
 from edge_runtime.sources import SourceUnavailable, create_source, source_class, source_plugins, stream_shape
 from edge_runtime.sources.base import BaseSourceConfig, Source
 from edge_runtime.sources.serial import SerialSourceConfig
@@ -50,11 +49,39 @@ def test_serial_without_pyserial_says_what_to_install(monkeypatch, make_context)
         create_source(SerialSourceConfig(type="serial", port="/dev/ttyACM0"), make_context())
 
 
-def test_a_config_naming_serial_validates_without_pyserial(monkeypatch):
-    """Discovery never imports pyserial, so `check` gets to name the problem instead of a schema error."""
-    monkeypatch.setitem(sys.modules, "serial", None)
-    model = ModelConfig.model_validate({"bundle": "a.bundle", "source": {"type": "serial", "port": "/dev/ttyACM0"}})
-    assert isinstance(model.source, SerialSourceConfig) and model.source.baudrate == 115200
+def test_discovery_on_an_install_without_any_optional_library(tmp_path):
+    """pyserial, Pillow, onnxruntime and LiteRT all missing: every plugin is still discovered, a config naming them
+    validates, and using one says what to install (so `check` can name the problem instead of a schema error)."""
+    (tmp_path / "daemon.yaml").write_text(
+        "device_id: pi-01\nbroker: mqtt://127.0.0.1:1883\nmodels:\n"
+        "  - bundle: a.bundle\n    source: {type: serial, port: /dev/ttyACM0}\n    backends: [{type: tflite}]\n"
+        "  - bundle: b.bundle\n    source: {type: folder, path: images}\n    backends: [{type: onnxruntime}]\n"
+    )
+    found = _run_python("""
+        import json, sys
+        for name in ("serial", "PIL", "onnxruntime", "ai_edge_litert", "tflite_runtime"):
+            sys.modules[name] = None  # `import name` fails as on a device install without it
+        from edge_runtime.backends import BackendUnavailable, backend_plugins, load_plugin
+        from edge_runtime.config import load_config
+        from edge_runtime.sources import SourceUnavailable, source_class, source_plugins
+
+        config = load_config("daemon.yaml")
+        hints = []
+        for use in (lambda: source_class("serial"), lambda: load_plugin("tflite"), lambda: load_plugin("onnxruntime")):
+            try:
+                use()
+            except (SourceUnavailable, BackendUnavailable) as error:
+                hints.append(str(error))
+        print(json.dumps({"sources": list(source_plugins()), "backends": list(backend_plugins()), "hints": hints,
+                          "types": [[m.source.type, m.backends[0].type] for m in config.models]}))
+    """, tmp_path)
+    assert found["sources"] == BUILT_IN and found["backends"] == ["onnxruntime", "tflite"]
+    assert found["types"] == [["serial", "tflite"], ["folder", "onnxruntime"]]
+    assert found["hints"] == [
+        "the serial source needs pyserial: pip install pyserial",
+        "no TFLite interpreter: pip install 'edge-runtime[tflite]' (ai-edge-litert) or tflite-runtime",
+        "onnxruntime is not installed: pip install 'edge-runtime[onnx]'",
+    ]
 
 
 def test_create_source_builds_without_starting(make_context, sink):

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.backends.onnxruntime import OnnxRuntimeBackendConfig
+from edge_runtime.backends.tflite import TfliteBackendConfig
 from edge_runtime.board import Board
-from edge_runtime.config import BackendConfig, OnnxRuntimeBackendConfig, TfliteBackendConfig
+from edge_runtime.config import BackendConfig
 from edge_runtime.model_loader import LoadedModel, load_bundle_model
 
 #: each batch size is run at least this often, however short the time budget

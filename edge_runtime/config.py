@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 
+from edge_runtime.backends import backend_config_union
 from edge_runtime.card import Strict
+from edge_runtime.sources import source_config_union
 from edge_runtime.yaml_source import load_model
 
 
@@ -76,98 +78,11 @@ class BrokerConfig(Strict):
         return None
 
 
-# -- sources -------------------------------------------------------------------------------------------------
-class MqttSourceConfig(Strict):
-    """Sensor messages on an MQTT topic: JSON `{"ts", "values"}` or `{"ts", "samples"}`, raw float32, or images."""
-
-    type: Literal["mqtt"]
-    topic: str
-    qos: Literal[0, 1, 2] = 0
-    format: Literal["json", "float32", "image"] = "json"
-    max_payload_bytes: int = Field(1_048_576, gt=0)
-
-
-class ReplaySourceConfig(Strict):
-    """A recorded CSV or NPZ file played back at `speed` times real time (0: as fast as the model takes it)."""
-
-    type: Literal["replay"]
-    path: Path
-    speed: float = Field(1.0, ge=0)
-    loop: bool = False
-    columns: list[str] | None = Field(None, description="CSV columns to use, in channel order")
-    timestamp_column: str = "ts"
-
-
-class IioSourceConfig(Strict):
-    """A Linux IIO device in sysfs (an I2C accelerometer on a Pi), polled at the card's rate."""
-
-    type: Literal["iio"]
-    device: str = Field(description="iio:deviceN or the device's name")
-    channels: list[str] = Field(description="sysfs attributes such as in_accel_x_raw, in channel order")
-    root: Path = Path("/sys/bus/iio/devices")
-    rate_hz: float | None = Field(None, gt=0, description="default: the card's rate_hz")
-
-
-class SerialSourceConfig(Strict):
-    """Lines from a serial port (a microcontroller): CSV values or the JSON sensor message. Needs pyserial."""
-
-    type: Literal["serial"]
-    port: str
-    baudrate: int = 115200
-    format: Literal["csv", "json"] = "csv"
-
-
-class SyntheticSourceConfig(Strict):
-    """Generated samples (sine plus noise) at the card's rate: for trying a board without a sensor."""
-
-    type: Literal["synthetic"]
-    rate_hz: float | None = Field(None, gt=0)
-    seed: int = 0
-    duration_s: float | None = Field(None, gt=0, description="stop after this long; default: run forever")
-    speed: float = Field(1.0, ge=0)
-
-
-class FolderSourceConfig(Strict):
-    """Image files (JPEG/PNG) from a folder, in name order, one every `interval_s`."""
-
-    type: Literal["folder"]
-    path: Path
-    interval_s: float = Field(1.0, ge=0)
-    loop: bool = False
-
-
-SourceConfig = Annotated[
-    MqttSourceConfig
-    | ReplaySourceConfig
-    | IioSourceConfig
-    | SerialSourceConfig
-    | SyntheticSourceConfig
-    | FolderSourceConfig,
-    Field(discriminator="type"),
-]
-
-
-# -- backends ------------------------------------------------------------------------------------------------
-class OnnxRuntimeBackendConfig(Strict):
-    """onnxruntime with execution providers tried in order (e.g. TensorRT, CUDA, then CPU)."""
-
-    type: Literal["onnxruntime"]
-    providers: list[str] | None = Field(None, description="default: the board's provider list")
-    threads: int | None = Field(None, gt=0, description="default: the board's threads")
-    trt_engine_cache: Path | None = Field(
-        None, description="TensorRT engine cache folder: the engine takes minutes to build on a Jetson"
-    )
-
-
-class TfliteBackendConfig(Strict):
-    """LiteRT/TFLite with delegates tried in order (libedgetpu.so.1, an NPU's external delegate), else XNNPACK."""
-
-    type: Literal["tflite"]
-    delegates: list[str] | None = Field(None, description="default: the board's delegates")
-    threads: int | None = Field(None, gt=0)
-
-
-BackendConfig = Annotated[OnnxRuntimeBackendConfig | TfliteBackendConfig, Field(discriminator="type")]
+# -- sources and backends: each plugin module declares its own config (edge_runtime/sources, edge_runtime/backends)
+#: a model's `source:`, discriminated by `type` over the discovered source plugins
+SourceConfig = source_config_union()
+#: one entry of a model's `backends:`, discriminated by `type` over the discovered backend plugins
+BackendConfig = backend_config_union()
 
 
 # -- models --------------------------------------------------------------------------------------------------
@@ -263,10 +178,6 @@ class DaemonConfig(Strict):
         return {"url": value} if isinstance(value, str) else value
 
 
-#: source config attributes that are file system paths
-_SOURCE_PATHS = ("path", "root")
-
-
 def _rebase(base: Path, value: Path | None) -> Path | None:
     return None if value is None else (base / value).resolve()
 
@@ -283,13 +194,8 @@ def load_config(path: str | Path) -> DaemonConfig:
     base = Path(path).resolve().parent
     for model in config.models:
         model.bundle = _rebase(base, model.bundle)
-        for attribute in _SOURCE_PATHS:
-            value = getattr(model.source, attribute, None)
-            if isinstance(value, Path):
-                setattr(model.source, attribute, _rebase(base, value))
-        for backend in model.backends or []:
-            if isinstance(backend, OnnxRuntimeBackendConfig):
-                backend.trt_engine_cache = _rebase(base, backend.trt_engine_cache)
+        for plugin_config in (model.source, *(model.backends or [])):
+            plugin_config.rebase_paths(base)  # the fields each plugin declares as ConfigPath
     broker = config.broker
     broker.password_file = _rebase(base, broker.password_file)
     if broker.tls is not None:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -90,10 +90,21 @@ def _members(annotation: Any) -> list[tuple[str | None, Any]]:
     if origin is Annotated:
         inner, *metadata = get_args(annotation)
         tag = next((item.tag for item in metadata if isinstance(item, Tag)), None)
-        return [(tag or found_tag, found) for found_tag, found in _members(inner)]
+        field = next((item.discriminator for item in metadata if isinstance(getattr(item, "discriminator", None), str)),
+                     None)
+        return [(tag or found_tag or _literal_tag(found, field), found) for found_tag, found in _members(inner)]
     if origin in (Union, UnionType):
         return [member for arg in get_args(annotation) for member in _members(arg)]
     return [(None, annotation)]
+
+
+def _literal_tag(member: Any, field: str | None) -> str | None:
+    """The tag pydantic uses for `member` in a union discriminated by `field` (a `Literal[...]` field)."""
+    if field is None or not (isinstance(member, type) and issubclass(member, BaseModel)):
+        return None
+    info = member.model_fields.get(field)
+    values = get_args(info.annotation) if info is not None and get_origin(info.annotation) is Literal else ()
+    return str(values[0]) if len(values) == 1 else None
 
 
 def _walk(model: type[BaseModel], loc: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], Any]:
@@ -118,7 +129,10 @@ def _walk(model: type[BaseModel], loc: tuple[str | int, ...]) -> tuple[tuple[str
         owner = next((m for m in models if part in m.model_fields), None)
         if owner is None:
             return tuple(clean), None
-        pending = _members(owner.model_fields[part].annotation)
+        info = owner.model_fields[part]
+        pending = _members(info.annotation)
+        if isinstance(info.discriminator, str):  # pydantic moved `Field(discriminator=...)` off the annotation
+            pending = [(tag or _literal_tag(member, info.discriminator), member) for tag, member in pending]
     current = next((m for _, m in pending if isinstance(m, type) and issubclass(m, BaseModel)), None)
     if current is None:
         inner = [a for _, m in pending for arg in get_args(m) for _, a in _members(arg)]

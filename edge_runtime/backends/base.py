@@ -1,20 +1,77 @@
-"""What every inference backend offers the daemon, and what choosing one reports.
+"""What every inference backend offers the daemon, what choosing one reports, and all a backend plugin imports
+from this package.
 
-A backend plugin is one module in this package exposing `open_backend(model_bytes, config, board)` that returns
-a `LoadedBackend` (or raises `BackendUnavailable` with a reason). The fallback order is the user's; whenever the
-backend that runs is not the first one asked for, the choice says `degraded` and why. Never a silent fallback.
+A backend plugin is one module in this package that defines a `BaseBackendConfig` subclass (`type:
+Literal[KEY]`, `model_format` the bundle format it runs) and the functions `check_installed()` (raises
+`BackendUnavailable` with the pip command when its native library is missing) and
+`open_backend(model_bytes, config, board, precision="fp32")`, which returns a `LoadedBackend` or raises
+`BackendUnavailable` / `AttemptsFailed` with a reason. The native library is imported inside those functions,
+never at module level, so discovery (`edge_runtime.backends`) reads every plugin's config on any board.
+
+The fallback order is the user's; whenever the backend that runs is not the first one asked for, the choice
+says `degraded` and why. Never a silent fallback.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
+
+from edge_runtime.plugin import PluginConfig
+
+
+class BaseBackendConfig(PluginConfig):
+    """Base of every backend's config: a subclass with `type: Literal[KEY]` makes KEY a valid `backends:` type."""
+
+    #: the bundle model format this backend runs ("onnx", "tflite")
+    model_format: ClassVar[str]
 
 
 class BackendUnavailable(RuntimeError):
     """This backend (or accelerator) cannot run here; the reason is shown to the user."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One thing tried while choosing a backend: a provider, a delegate, or a backend as a whole.
+
+    `outcome` is "ok" for what runs, otherwise what went wrong in words a user can act on, e.g.
+    "unavailable (not in this onnxruntime build: CPUExecutionProvider)" or "failed to load (...)".
+    """
+
+    backend: str
+    device: str | None
+    outcome: str
+    is_delegate: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    @property
+    def target(self) -> str:
+        """``backend:device`` as `BackendChoice.active` spells it, or the backend alone."""
+        return f"{self.backend}:{self.device}" if self.device else self.backend
+
+    def sentence(self) -> str:
+        """The attempt as a clause of a fallback reason: "delegate libedgetpu.so.1 failed to load (...)"."""
+        if self.device is None:
+            return f"{self.backend} {self.outcome}"
+        return f"{'delegate ' if self.is_delegate else ''}{self.device} {self.outcome}"
+
+    def __str__(self) -> str:
+        return f"{self.target}: {self.outcome}"
+
+
+class AttemptsFailed(BackendUnavailable):
+    """A plugin could run nothing it was asked to; `attempts` says why for each provider or delegate."""
+
+    def __init__(self, message: str, attempts: list[Attempt]):
+        super().__init__(message)
+        self.attempts = attempts
 
 
 class LoadedBackend(ABC):

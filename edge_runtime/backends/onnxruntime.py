@@ -13,20 +13,32 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from edge_runtime.backends import Attempt, AttemptsFailed
-from edge_runtime.backends.base import BackendUnavailable, LoadedBackend
+from edge_runtime.backends.base import Attempt, AttemptsFailed, BackendUnavailable, BaseBackendConfig, LoadedBackend
 from edge_runtime.board import Board
-from edge_runtime.config import OnnxRuntimeBackendConfig
+from edge_runtime.plugin import ConfigPath
 
 NAME = "onnxruntime"
 TENSORRT = "TensorrtExecutionProvider"
 _INSTALL_HINT = "onnxruntime is not installed: pip install 'edge-runtime[onnx]'"
 
 _log = logging.getLogger(__name__)
+
+
+class OnnxRuntimeBackendConfig(BaseBackendConfig):
+    """onnxruntime with execution providers tried in order (e.g. TensorRT, CUDA, then CPU)."""
+
+    model_format = "onnx"
+    type: Literal[NAME]
+    providers: list[str] | None = Field(None, description="default: the board's provider list")
+    threads: int | None = Field(None, gt=0, description="default: the board's threads")
+    trt_engine_cache: ConfigPath | None = Field(
+        None, description="TensorRT engine cache folder: the engine takes minutes to build on a Jetson"
+    )
 
 # onnxruntime's tensor type names -> numpy, so callers may feed float64 or lists and still run.
 _NUMPY_TYPES = {

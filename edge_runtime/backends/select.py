@@ -9,29 +9,31 @@ from __future__ import annotations
 
 import logging
 
-from edge_runtime.backends import BACKEND_FORMATS, Attempt, AttemptsFailed, load_plugin
-from edge_runtime.backends.base import BackendChoice, BackendUnavailable, LoadedBackend
+from edge_runtime.backends import backend_plugins, load_plugin
+from edge_runtime.backends.base import (
+    Attempt,
+    AttemptsFailed,
+    BackendChoice,
+    BackendUnavailable,
+    BaseBackendConfig,
+    LoadedBackend,
+)
 from edge_runtime.board import Board
-from edge_runtime.config import BackendConfig, OnnxRuntimeBackendConfig, TfliteBackendConfig
 
 _log = logging.getLogger("edge_runtime.backends")
 
-_CONFIG_TYPES: dict[str, type[OnnxRuntimeBackendConfig] | type[TfliteBackendConfig]] = {
-    "onnxruntime": OnnxRuntimeBackendConfig,
-    "tflite": TfliteBackendConfig,
-}
 
-
-def default_configs(board: Board, model_format: str) -> list[BackendConfig]:
+def default_configs(board: Board, model_format: str) -> list[BaseBackendConfig]:
     """The board's backends that run `model_format`, in the board's order, with the board's providers/delegates."""
+    plugins = backend_plugins()
     return [
-        _CONFIG_TYPES[name](type=name)
+        plugins[name].config(type=name)
         for name in board.backends
-        if BACKEND_FORMATS.get(name) == model_format and name in _CONFIG_TYPES
+        if name in plugins and plugins[name].model_format == model_format
     ]
 
 
-def _try(model_bytes: bytes, config: BackendConfig, board: Board, precision: str) -> LoadedBackend | list[Attempt]:
+def _try(model_bytes: bytes, config: BaseBackendConfig, board: Board, precision: str) -> LoadedBackend | list[Attempt]:
     """The loaded backend, or the attempts that explain why this config cannot run the model."""
     name = config.type
     try:
@@ -46,7 +48,7 @@ def _try(model_bytes: bytes, config: BackendConfig, board: Board, precision: str
 def choose_backend(
     model_bytes: bytes,
     model_format: str,
-    configs: list[BackendConfig] | None,
+    configs: list[BaseBackendConfig] | None,
     board: Board,
     precision: str = "fp32",
 ) -> BackendChoice:
@@ -62,7 +64,8 @@ def choose_backend(
             )
     attempts: list[Attempt] = []
     for config in configs:
-        runs = BACKEND_FORMATS.get(config.type)
+        plugin = backend_plugins().get(config.type)
+        runs = plugin.model_format if plugin is not None else None
         if runs != model_format:
             attempts.append(Attempt(config.type, None, f"skipped (runs {runs} models, this bundle is {model_format})"))
             continue

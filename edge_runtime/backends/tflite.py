@@ -16,18 +16,26 @@ import ctypes
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from edge_runtime.backends import Attempt, AttemptsFailed
-from edge_runtime.backends.base import BackendUnavailable, LoadedBackend
+from edge_runtime.backends.base import Attempt, AttemptsFailed, BackendUnavailable, BaseBackendConfig, LoadedBackend
 from edge_runtime.board import Board
-from edge_runtime.config import TfliteBackendConfig
 
 NAME = "tflite"
 
 _log = logging.getLogger(__name__)
+
+
+class TfliteBackendConfig(BaseBackendConfig):
+    """LiteRT/TFLite with delegates tried in order (libedgetpu.so.1, an NPU's external delegate), else XNNPACK."""
+
+    model_format = "tflite"
+    type: Literal[NAME]
+    delegates: list[str] | None = Field(None, description="default: the board's delegates")
+    threads: int | None = Field(None, gt=0)
 
 
 class TfliteUnavailable(ImportError):

@@ -1,77 +1,115 @@
-"""Sensor sources, one module each, imported only when a config asks for one.
+"""Sensor sources: the registry that discovers the source plugins in this package.
 
-Lazy import keeps the device install small: the serial source needs pyserial, image sources need Pillow, and a
-board that uses neither never imports them. A source whose optional library is missing raises
-`SourceUnavailable` with the pip command that fixes it, so `edge-runtime check` can say so before a run.
+A source plugin is one module here that defines a `BaseSourceConfig` subclass (`type: Literal[KEY]`) and a
+`Source` subclass with `type = KEY` (see `edge_runtime.sources.base`, the only module of this package a plugin
+imports). Discovery imports every module of the package once, on first use; `edge_runtime.config` builds the
+`source:` union from the config classes found, and `create_source` looks the class up by the config's `type`.
+Plugin modules import no optional library at import time, so discovery works on a device install: a source
+whose library (pyserial, Pillow) is missing is still a valid config, and making it raises `SourceUnavailable`
+with the pip command, so `edge-runtime check` can say so before a run.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
+import logging
+import sys
+from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
 from typing import Any
 
-from edge_runtime.card import FeatureInput, ModelCard, TimeSeriesInput
-from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.plugin import config_union, configs_defined_in, plugin_modules, sorted_configs
+from edge_runtime.sources.base import (
+    FEATURE_RATE_HZ,
+    BaseSourceConfig,
+    Source,
+    SourceContext,
+    SourceUnavailable,
+    require_pillow_for,
+    stream_shape,
+)
 
-SOURCE_MODULES = {
-    "mqtt": "edge_runtime.sources.mqtt",
-    "replay": "edge_runtime.sources.replay",
-    "iio": "edge_runtime.sources.iio",
-    "serial": "edge_runtime.sources.serial",
-    "synthetic": "edge_runtime.sources.synthetic",
-    "folder": "edge_runtime.sources.folder",
-}
+__all__ = [
+    "FEATURE_RATE_HZ",
+    "BaseSourceConfig",
+    "SourcePlugin",
+    "SourceUnavailable",
+    "create_source",
+    "require_pillow_for",
+    "source_class",
+    "source_config_union",
+    "source_plugins",
+    "stream_shape",
+]
 
-#: optional import name -> pip package that provides it
-OPTIONAL_PACKAGES = {"serial": "pyserial", "PIL": "pillow"}
+log = logging.getLogger("edge_runtime.sources")
 
-#: a feature vector has no sensor rate; sources that need one use this unless their config sets rate_hz
-FEATURE_RATE_HZ = 1.0
+#: modules of this package that are not plugins
+_INFRASTRUCTURE = frozenset({"base", "pacing"})
 
 
-class SourceUnavailable(RuntimeError):
-    """This source cannot run here (a missing optional library); the message says what to install."""
+@dataclass(frozen=True)
+class SourcePlugin:
+    """One discovered source: its YAML `type`, its config class and its `Source` class."""
+
+    key: str
+    config: type[BaseSourceConfig]
+    source: type[Source]
+
+    @property
+    def module(self) -> str:
+        return self.config.__module__
+
+
+def _source_class_in(module: ModuleType, key: str) -> type[Source] | None:
+    for _, candidate in inspect.getmembers(module, inspect.isclass):
+        if issubclass(candidate, Source) and getattr(candidate, "type", None) == key:
+            return candidate
+    return None
+
+
+@cache
+def _discover() -> tuple[dict[str, SourcePlugin], dict[str, str]]:
+    modules, failures = plugin_modules(sys.modules[__name__], _INFRASTRUCTURE)
+    plugins: dict[str, SourcePlugin] = {}
+    configs = [config for module in modules for config in configs_defined_in(module, BaseSourceConfig)]
+    for config in sorted_configs(configs):
+        key = config.plugin_key()
+        if key in plugins:
+            raise RuntimeError(f"source type {key!r} is declared by {plugins[key].module} and {config.__module__}")
+        source = _source_class_in(sys.modules[config.__module__], key)
+        if source is None:
+            log.warning("source plugin %s skipped: it has no Source subclass with type %r", config.__module__, key)
+            failures[config.__module__] = f"it has no Source subclass with type {key!r}"
+            continue
+        plugins[key] = SourcePlugin(key, config, source)
+    return plugins, failures
+
+
+def source_plugins() -> dict[str, SourcePlugin]:
+    """Every discovered source by `type`, in listing order."""
+    return _discover()[0]
+
+
+def source_config_union() -> Any:
+    """The type of a model's `source:`: the discovered config classes, discriminated by `type`."""
+    return config_union([plugin.config for plugin in source_plugins().values()])
 
 
 def source_class(type_name: str) -> type[Source]:
-    """The `Source` subclass for a config `type`, importing its module now."""
-    module_name = SOURCE_MODULES.get(type_name)
-    if module_name is None:
-        raise ValueError(f"unknown source type {type_name!r}; known: {', '.join(sorted(SOURCE_MODULES))}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        missing = (error.name or "").split(".")[0]
-        if missing in OPTIONAL_PACKAGES:
-            raise SourceUnavailable(f"the {type_name} source needs {OPTIONAL_PACKAGES[missing]}: "
-                                    f"pip install {OPTIONAL_PACKAGES[missing]}") from error
-        raise SourceUnavailable(f"the {type_name} source cannot load: {error}") from error
-    for _, candidate in inspect.getmembers(module, inspect.isclass):
-        if issubclass(candidate, Source) and getattr(candidate, "type", None) == type_name:
-            return candidate
-    raise SourceUnavailable(f"{module_name} has no Source subclass with type {type_name!r}")
+    """The `Source` subclass for a config `type`, its optional libraries checked (SourceUnavailable if missing)."""
+    plugins, failures = _discover()
+    plugin = plugins.get(type_name)
+    if plugin is None:
+        broken = failures.get(f"{__name__}.{type_name}")
+        if broken is not None:
+            raise SourceUnavailable(f"the {type_name} source cannot load: {broken}")
+        raise ValueError(f"unknown source type {type_name!r}; known: {', '.join(sorted(plugins))}")
+    plugin.source.check_requirements()
+    return plugin.source
 
 
 def create_source(config: Any, context: SourceContext) -> Source:
     """A ready (not started) source for one model's `source:` config."""
     return source_class(config.type)(config, context)
-
-
-def require_pillow_for(type_name: str) -> None:
-    """Fail at construction, not on every frame, when an image source has no Pillow to decode with."""
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        message = f"the {type_name} source decodes JPEG/PNG and needs Pillow: pip install pillow"
-        raise SourceUnavailable(message) from None
-
-
-def stream_shape(card: ModelCard, rate_hz: float | None = None) -> tuple[int, float]:
-    """Channels and sample rate a sample source produces for this card (`rate_hz` from the config wins)."""
-    spec = card.input
-    if isinstance(spec, TimeSeriesInput):
-        return spec.channels, rate_hz or spec.rate_hz
-    if isinstance(spec, FeatureInput):
-        return spec.features, rate_hz or FEATURE_RATE_HZ
-    raise ValueError(f"model {card.name} takes images; use an image source (folder, or mqtt with format: image)")

@@ -10,17 +10,31 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from edge_runtime.card import ImageInput
-from edge_runtime.config import FolderSourceConfig
 from edge_runtime.decode import decode_image
-from edge_runtime.sources import require_pillow_for
-from edge_runtime.sources.base import SourceContext, ThreadedSource
+from edge_runtime.plugin import ConfigPath
+from edge_runtime.sources.base import BaseSourceConfig, SourceContext, ThreadedSource, require_pillow_for
 from edge_runtime.stream import InputRejected
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+SOURCE_KEY = "folder"
+
+
+class FolderSourceConfig(BaseSourceConfig):
+    """Image files (JPEG/PNG) from a folder, in name order, one every `interval_s`."""
+
+    order = 60
+    type: Literal[SOURCE_KEY]
+    path: ConfigPath
+    interval_s: float = Field(1.0, ge=0)
+    loop: bool = False
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -33,7 +47,7 @@ def list_images(folder: Path) -> list[Path]:
 
 
 class FolderSource(ThreadedSource):
-    type = "folder"
+    type = SOURCE_KEY
     config: FolderSourceConfig
 
     def __init__(self, config: FolderSourceConfig, context: SourceContext):

@@ -17,15 +17,29 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from edge_runtime.config import IioSourceConfig
-from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import SourceContext, ThreadedSource
+from edge_runtime.plugin import ConfigPath
+from edge_runtime.sources.base import BaseSourceConfig, SourceContext, ThreadedSource, stream_shape
 from edge_runtime.stream import InputRejected, SampleBlock
 
 log = logging.getLogger(__name__)
+
+SOURCE_KEY = "iio"
+
+
+class IioSourceConfig(BaseSourceConfig):
+    """A Linux IIO device in sysfs (an I2C accelerometer on a Pi), polled at the card's rate."""
+
+    order = 30
+    type: Literal[SOURCE_KEY]
+    device: str = Field(description="iio:deviceN or the device's name")
+    channels: list[str] = Field(description="sysfs attributes such as in_accel_x_raw, in channel order")
+    root: ConfigPath = Path("/sys/bus/iio/devices")
+    rate_hz: float | None = Field(None, gt=0, description="default: the card's rate_hz")
 
 _TYPE = re.compile(r"^(?:in|out)_[a-z]+")
 
@@ -98,7 +112,7 @@ class IioChannel:
 
 
 class IioSource(ThreadedSource):
-    type = "iio"
+    type = SOURCE_KEY
     config: IioSourceConfig
 
     def __init__(self, config: IioSourceConfig, context: SourceContext):

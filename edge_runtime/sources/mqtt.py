@@ -14,19 +14,33 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Literal
+
+from pydantic import Field
 
 from edge_runtime.card import ImageInput
-from edge_runtime.config import MqttSourceConfig
 from edge_runtime.decode import ArrivalClock, ArrivalCursor, decode_float32, decode_image, decode_json
-from edge_runtime.sources import require_pillow_for, stream_shape
-from edge_runtime.sources.base import Source, SourceContext
+from edge_runtime.sources.base import BaseSourceConfig, Source, SourceContext, require_pillow_for, stream_shape
 from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
 
 log = logging.getLogger(__name__)
 
+SOURCE_KEY = "mqtt"
+
+
+class MqttSourceConfig(BaseSourceConfig):
+    """Sensor messages on an MQTT topic: JSON `{"ts", "values"}` or `{"ts", "samples"}`, raw float32, or images."""
+
+    order = 10
+    type: Literal[SOURCE_KEY]
+    topic: str
+    qos: Literal[0, 1, 2] = 0
+    format: Literal["json", "float32", "image"] = "json"
+    max_payload_bytes: int = Field(1_048_576, gt=0)
+
 
 class MqttSource(Source):
-    type = "mqtt"
+    type = SOURCE_KEY
     config: MqttSourceConfig
 
     def __init__(self, config: MqttSourceConfig, context: SourceContext, clock: Callable[[], float] = time.time):

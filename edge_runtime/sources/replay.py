@@ -12,53 +12,35 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from edge_runtime.card import TimeSeriesInput
-from edge_runtime.config import ReplaySourceConfig
-from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import SourceContext, ThreadedSource
+from edge_runtime.plugin import ConfigPath
+from edge_runtime.sources.base import BaseSourceConfig, SourceContext, ThreadedSource, stream_shape
+from edge_runtime.sources.pacing import FREE_RUN_BLOCK, MAX_BLOCK, Clock, Pacer, Wait
 from edge_runtime.stream import SampleBlock
 
 log = logging.getLogger(__name__)
 
-#: shortest sleep between two deliveries when paced: at high rates a block holds every sample due by then
-TICK_S = 0.005
-#: most samples in one block, so a stalled consumer is not handed the whole backlog at once
-MAX_BLOCK = 4096
-#: block size at speed 0 for models without a hop (feature vectors)
-FREE_RUN_BLOCK = 64
+SOURCE_KEY = "replay"
 
 
-class Pacer:
-    """Maps data time (seconds from the first sample) to wall time at `speed` x real time; 0 means no waiting."""
+class ReplaySourceConfig(BaseSourceConfig):
+    """A recorded CSV or NPZ file played back at `speed` times real time (0: as fast as the model takes it)."""
 
-    def __init__(self, speed: float, stop: threading.Event):
-        self.speed, self.stop = speed, stop
-        self._start = time.monotonic()
-
-    def due_s(self) -> float:
-        """Data time that is due by now."""
-        return math.inf if self.speed == 0 else (time.monotonic() - self._start) * self.speed
-
-    def wait_for(self, data_s: float) -> bool:
-        """Sleep until the sample at `data_s` is due (at least TICK_S, so samples gather into blocks).
-
-        Returns False when the source is being stopped.
-        """
-        if self.speed == 0:
-            time.sleep(0)  # free-running: still let the model's threads in
-            return not self.stop.is_set()
-        delay = data_s / self.speed - (time.monotonic() - self._start)
-        if delay > 0:
-            return not self.stop.wait(max(delay, TICK_S))
-        return not self.stop.is_set()
-
+    order = 20
+    type: Literal[SOURCE_KEY]
+    path: ConfigPath
+    speed: float = Field(1.0, ge=0)
+    loop: bool = False
+    columns: list[str] | None = Field(None, description="CSV columns to use, in channel order")
+    timestamp_column: str = "ts"
 
 @dataclass(frozen=True)
 class Recording:
@@ -177,11 +159,15 @@ def load_npz(path: Path, channels: int, rate_hz: float) -> Recording:
 
 
 class ReplaySource(ThreadedSource):
-    type = "replay"
+    type = SOURCE_KEY
     config: ReplaySourceConfig
 
-    def __init__(self, config: ReplaySourceConfig, context: SourceContext):
+    def __init__(self, config: ReplaySourceConfig, context: SourceContext, clock: Clock = time.monotonic,
+                 wait: Wait | None = None):
+        """`clock` and `wait` pace the playback (default: `time.monotonic` and the stop event's wait)."""
         super().__init__(config, context)
+        self.clock = clock
+        self.wait = wait or self._stop.wait
         channels, rate_hz = stream_shape(context.card)
         path = Path(config.path)
         if not path.is_file():
@@ -209,7 +195,7 @@ class ReplaySource(ThreadedSource):
     def _play(self) -> None:
         offsets, values = self.recording.offsets, self.recording.values
         count = len(offsets)
-        pacer = Pacer(self.config.speed, self._stop)
+        pacer = Pacer(self.config.speed, self._stop, self.clock, self.wait)
         wall_start = time.time()
         loop_offset = 0.0  # data seconds added on every pass, so ts keep increasing when looping
         while True:

@@ -1,6 +1,7 @@
 """Lines from a serial port (a microcontroller streaming its sensor): CSV floats or the JSON sensor message.
 
-Needs pyserial (not part of the device install); the registry turns its absence into "pip install pyserial".
+Needs pyserial (not part of the device install), imported when the port is opened, not with this module: the
+config validates without it, and making the source says "pip install pyserial" (`SerialSource.requires`).
 `port` may also be a pyserial URL (`socket://host:port`, `rfc2217://...`). A USB adapter that is unplugged makes
 the port disappear: the source rejects once (`sensor_read_error`), then tries to reopen every RETRY_S seconds
 until it comes back or the source is stopped. A CSV line gets the time it was received; a JSON line carries its
@@ -11,18 +12,27 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import serial
 
-from edge_runtime.config import SerialSourceConfig
 from edge_runtime.decode import decode_json
-from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import SourceContext, ThreadedSource
+from edge_runtime.sources.base import BaseSourceConfig, SourceContext, ThreadedSource, stream_shape
 from edge_runtime.stream import InputRejected, SampleBlock
 
 log = logging.getLogger(__name__)
+
+SOURCE_KEY = "serial"
+
+
+class SerialSourceConfig(BaseSourceConfig):
+    """Lines from a serial port (a microcontroller): CSV values or the JSON sensor message. Needs pyserial."""
+
+    order = 40
+    type: Literal[SOURCE_KEY]
+    port: str
+    baudrate: int = 115200
+    format: Literal["csv", "json"] = "csv"
 
 RETRY_S = 2.0
 #: how long one read waits for bytes; bounds how late stop() is noticed
@@ -45,7 +55,8 @@ def decode_csv_line(line: bytes, channels: int, now: float) -> SampleBlock:
 
 
 class SerialSource(ThreadedSource):
-    type = "serial"
+    type = SOURCE_KEY
+    requires = {"serial": "pyserial"}
     config: SerialSourceConfig
 
     def __init__(self, config: SerialSourceConfig, context: SourceContext):
@@ -62,6 +73,8 @@ class SerialSource(ThreadedSource):
         self._close()
 
     def open_port(self) -> Any:
+        import serial
+
         return serial.serial_for_url(self.config.port, baudrate=self.config.baudrate, timeout=READ_TIMEOUT_S)
 
     def _close(self) -> None:
@@ -94,6 +107,8 @@ class SerialSource(ThreadedSource):
         self.context.sink.accept(block)
 
     def _run(self) -> None:
+        import serial  # checked by the registry before the source was made (`requires`)
+
         while not self._stop.is_set():
             try:
                 self._port = self.open_port()

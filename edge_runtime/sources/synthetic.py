@@ -12,23 +12,36 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from edge_runtime.card import TimeSeriesInput
-from edge_runtime.config import SyntheticSourceConfig
-from edge_runtime.sources import stream_shape
-from edge_runtime.sources.base import SourceContext, ThreadedSource
-from edge_runtime.sources.replay import FREE_RUN_BLOCK, MAX_BLOCK, Pacer
+from edge_runtime.sources.base import BaseSourceConfig, SourceContext, ThreadedSource, stream_shape
+from edge_runtime.sources.pacing import FREE_RUN_BLOCK, MAX_BLOCK, Pacer
 from edge_runtime.stream import SampleBlock
 
 log = logging.getLogger(__name__)
 
 NOISE_STD = 0.1
 
+SOURCE_KEY = "synthetic"
+
+
+class SyntheticSourceConfig(BaseSourceConfig):
+    """Generated samples (sine plus noise) at the card's rate: for trying a board without a sensor."""
+
+    order = 50
+    type: Literal[SOURCE_KEY]
+    rate_hz: float | None = Field(None, gt=0)
+    seed: int = 0
+    duration_s: float | None = Field(None, gt=0, description="stop after this long; default: run forever")
+    speed: float = Field(1.0, ge=0)
+
 
 class SyntheticSource(ThreadedSource):
-    type = "synthetic"
+    type = SOURCE_KEY
     config: SyntheticSourceConfig
 
     def __init__(self, config: SyntheticSourceConfig, context: SourceContext):

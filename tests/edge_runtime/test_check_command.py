@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zipfile
 
 from edge_runtime.cli import main
@@ -81,6 +82,17 @@ def test_replay_file_that_does_not_exist(tmp_path, capsys, activity_bundle):
                           source={"type": "replay", "path": str(tmp_path / "absent.csv")})
     code, text = check(capsys, config)
     assert code == 1 and "absent.csv" in text
+
+
+def test_a_source_whose_library_is_missing_is_named_with_its_pip_command(tmp_path, capsys, activity_bundle,
+                                                                           monkeypatch):
+    """The config validates without pyserial (discovery never imports it); check names what to install."""
+    monkeypatch.setitem(sys.modules, "serial", None)  # `import serial` fails as on a device install
+    config = write_config(tmp_path / "serial.yaml", broker_url="mqtt://127.0.0.1:1", bundle=activity_bundle,
+                          source={"type": "serial", "port": "/dev/ttyACM0"})
+    code, text = check(capsys, config)
+    assert code == 1 and f"config {config}: ok" in text
+    assert "source serial: the serial source needs pyserial: pip install pyserial" in text
 
 
 def test_run_with_a_bad_config_exits_non_zero(tmp_path, capsys):

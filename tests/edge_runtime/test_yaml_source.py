@@ -72,3 +72,16 @@ def test_environment_substitution(tmp_path, monkeypatch):
     monkeypatch.delenv("MODEL_NAME")
     with pytest.raises(ConfigError, match="MODEL_NAME"):
         load_model(path, ModelCard, substitute_env=True)
+
+
+def test_typos_inside_a_source_or_a_backend_suggest_from_that_plugin_s_config(tmp_path):
+    """The plugin unions are discriminated by `type`: the key path skips the tag, the line is the key's own."""
+    from edge_runtime.config import DaemonConfig
+
+    text = ("device_id: pi-01\nbroker: mqtt://127.0.0.1:1883\nmodels:\n  - bundle: a.bundle\n    source:\n"
+            "      type: replay\n      path: walk.csv\n      sped: 2\n    backends:\n"
+            "      - {type: onnxruntime, provider: [CPUExecutionProvider]}\n")
+    assert problems(tmp_path, text, model=DaemonConfig) == [
+        "[F:8] models.0.source.sped: unknown key. Did you mean 'speed'?",
+        "[F:10] models.0.backends.0.provider: unknown key. Did you mean 'providers'?",
+    ]

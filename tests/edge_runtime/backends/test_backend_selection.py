@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -10,9 +11,10 @@ import pytest
 import edge_runtime.backends as backends
 from edge_runtime.backends import AttemptsFailed, available_backends, backends_for_format
 from edge_runtime.backends.base import BackendUnavailable
+from edge_runtime.backends.onnxruntime import OnnxRuntimeBackendConfig
 from edge_runtime.backends.select import choose_backend, default_configs
+from edge_runtime.backends.tflite import TfliteBackendConfig
 from edge_runtime.board import load_board
-from edge_runtime.config import OnnxRuntimeBackendConfig, TfliteBackendConfig
 from tests.support.tflite_mlp import build_tflite_mlp
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
@@ -119,8 +121,9 @@ def test_formats_map_bundles_to_backends():
 def test_a_backend_that_cannot_be_imported_is_disabled_and_the_rest_still_load(
     monkeypatch, onnx_bytes, tflite_bytes, board, caplog
 ):
-    broken = dict(backends.BACKEND_MODULES, onnxruntime="edge_runtime.backends.no_such_backend")
-    monkeypatch.setattr(backends, "BACKEND_MODULES", broken)
+    plugins = backends.backend_plugins()
+    broken = dataclasses.replace(plugins["onnxruntime"], module="edge_runtime.backends.no_such_backend")
+    monkeypatch.setitem(plugins, "onnxruntime", broken)
     with caplog.at_level(logging.WARNING, logger="edge_runtime.backends"):
         status = available_backends()
     assert status["tflite"] is None

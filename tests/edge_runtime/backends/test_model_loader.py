@@ -11,9 +11,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import edge_runtime.model_loader as model_loader
+from edge_runtime.backends.onnxruntime import OnnxRuntimeBackendConfig
+from edge_runtime.backends.tflite import TfliteBackendConfig
 from edge_runtime.board import load_board
 from edge_runtime.bundle import BundleError, BundleSignatureError, GoldenSpec, pack_golden, read_bundle, write_bundle
-from edge_runtime.config import OnnxRuntimeBackendConfig, TfliteBackendConfig
 from edge_runtime.model_loader import ModelLoadError, load_bundle_model
 
 

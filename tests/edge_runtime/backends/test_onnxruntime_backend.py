@@ -12,9 +12,9 @@ import pytest
 from edge_runtime.backends import AttemptsFailed
 from edge_runtime.backends import onnxruntime as ort_backend
 from edge_runtime.backends.base import BackendUnavailable
+from edge_runtime.backends.onnxruntime import OnnxRuntimeBackendConfig
 from edge_runtime.board import load_board
 from edge_runtime.bundle import read_bundle
-from edge_runtime.config import OnnxRuntimeBackendConfig
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", ort_backend.TENSORRT
 

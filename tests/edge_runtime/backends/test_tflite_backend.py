@@ -14,8 +14,8 @@ from converter.cli import main
 from edge_runtime.backends import tflite
 from edge_runtime.backends.base import BackendUnavailable
 from edge_runtime.backends.select import choose_backend
+from edge_runtime.backends.tflite import TfliteBackendConfig
 from edge_runtime.board import load_board
-from edge_runtime.config import TfliteBackendConfig
 from edge_runtime.model_loader import load_bundle_model
 from tests.support.tflite_mlp import build_tflite_digits_sample, build_tflite_mlp, load_digits_split
 

@@ -7,9 +7,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from edge_runtime.config import FolderSourceConfig
 from edge_runtime.sources import SourceUnavailable
-from edge_runtime.sources.folder import FolderSource
+from edge_runtime.sources.folder import FolderSource, FolderSourceConfig
 from edge_runtime.stream import ImageFrame
 
 HAS_PILLOW = importlib.util.find_spec("PIL") is not None

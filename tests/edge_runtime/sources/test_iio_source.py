@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.config import IioSourceConfig
-from edge_runtime.sources.iio import IioSource
+from edge_runtime.sources.iio import IioSource, IioSourceConfig
 from edge_runtime.stream import InputRejected
 
 AXES = ["in_accel_x_raw", "in_accel_y_raw", "in_accel_z_raw"]

@@ -10,9 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from edge_runtime.config import MqttSourceConfig
 from edge_runtime.sources import SourceUnavailable
-from edge_runtime.sources.mqtt import MqttSource
+from edge_runtime.sources.mqtt import MqttSource, MqttSourceConfig
 from edge_runtime.stream import ImageFrame
 from edge_runtime.window import SlidingWindow
 

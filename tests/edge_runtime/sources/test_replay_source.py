@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime.config import ReplaySourceConfig
-from edge_runtime.sources.replay import ReplaySource
+from edge_runtime.sources.pacing import TICK_S
+from edge_runtime.sources.replay import ReplaySource, ReplaySourceConfig
 
 
 def replay(context, path, **options) -> ReplaySource:
@@ -78,14 +78,70 @@ def test_npz_with_x_only(tmp_path, sink, make_context):
     np.testing.assert_allclose(np.diff(sink.ts()), 0.01, atol=1e-6)
 
 
-def test_speed_20_takes_about_the_recorded_time_over_20(tmp_path, sink, make_context):
-    # 200 samples at 100 Hz = 2 s of data -> about 0.1 s of wall time at 20x
-    source = replay(make_context(), write_csv(tmp_path / "a.csv", rows=201), speed=20)
-    elapsed = run_to_end(source, sink)
-    assert 0.05 < elapsed < 5.0  # a sanity check, not a performance threshold
+class FakeClock:
+    """Monotonic time that moves only when the source waits: pacing is checked exactly, however busy the machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.now += seconds
+        return False  # not stopped
+
+
+class ClockedSink:
+    """Forwards to the test's sink and notes the fake time of each delivery."""
+
+    def __init__(self, sink, clock: FakeClock) -> None:
+        self.sink, self.clock = sink, clock
+        self.times: list[float] = []
+
+    def accept(self, item) -> None:
+        self.times.append(self.clock.now)
+        self.sink.accept(item)
+
+    def reject(self, rejected, source) -> None:
+        self.sink.reject(rejected, source)
+
+
+def test_speed_20_takes_the_recorded_time_over_20(tmp_path, sink, make_context):
+    # 200 samples at 100 Hz = 2 s of data -> 0.1 s at 20x
+    clock = FakeClock()
+    clocked = ClockedSink(sink, clock)
+    source = ReplaySource(ReplaySourceConfig(type="replay", path=write_csv(tmp_path / "a.csv", rows=201), speed=20),
+                          make_context(sink=clocked), clock=clock, wait=clock.wait)
+    run_to_end(source, sink)
+    elapsed = clock.now
+    assert 0.1 - 1e-9 <= elapsed <= 0.1 + TICK_S + 1e-9  # the last sample waited for, and not a tick more
     np.testing.assert_array_equal(sink.values()[:, 0], np.arange(201))
     assert 1 < len(sink.blocks) < 150  # samples due together go out together, not one sleep per sample
     np.testing.assert_allclose(np.diff(sink.ts()), 0.01, atol=1e-6)  # data time, not wall time
+    assert all(wait >= TICK_S for wait in clock.waits)  # never a sleep per sample
+    previous = -1.0
+    for block, delivered in zip(sink.blocks, clocked.times, strict=True):
+        due = block.values[:, 0].astype(np.float64) / 2000  # sample i is at i / 100 s of data: due at i / 2000 s
+        assert due.max() <= delivered + 1e-9, "a sample went out before it was due"
+        # (a sample due exactly at a delivery may fall either side of it by float rounding: 1 us of slack)
+        assert due.min() > previous - 1e-6, "a sample that was due at the previous delivery waited for this one"
+        previous = delivered
+    assert clocked.times[0] == 0.0 and np.all(np.diff(clocked.times) >= TICK_S - 1e-9)
+
+
+def test_speed_1_paces_each_sample_at_its_own_time(tmp_path, sink, make_context):
+    """Slow enough that every sample has its own delivery: the waits are exactly the recorded spacing."""
+    clock = FakeClock()
+    clocked = ClockedSink(sink, clock)
+    source = ReplaySource(ReplaySourceConfig(type="replay", path=write_csv(tmp_path / "a.csv", rows=5), speed=1),
+                          make_context(sink=clocked), clock=clock, wait=clock.wait)
+    run_to_end(source, sink)
+    assert [len(block) for block in sink.blocks] == [1] * 5
+    np.testing.assert_allclose(clock.waits, [0.01] * 4, atol=1e-9)
+    np.testing.assert_allclose(clocked.times, [0.0, 0.01, 0.02, 0.03, 0.04], atol=1e-9)
 
 
 def test_loop_keeps_ts_increasing(tmp_path, sink, make_context):
@@ -100,14 +156,18 @@ def test_loop_keeps_ts_increasing(tmp_path, sink, make_context):
     np.testing.assert_array_equal(values[:60, 0], np.tile(np.arange(20), 3))
 
 
-def test_stop_ends_a_slow_replay_promptly(tmp_path, sink, make_context):
-    source = replay(make_context(), write_csv(tmp_path / "a.csv", rows=50), speed=0.01)
+def test_stop_ends_a_slow_replay_promptly(tmp_path, sink, make_context, caplog):
+    # the next sample is due in 100 s: the thread can only end now if stop() interrupts the stop event's wait
+    clock = FakeClock()
+    source = ReplaySource(ReplaySourceConfig(type="replay", path=write_csv(tmp_path / "a.csv", rows=50),
+                                             speed=0.0001), make_context(), clock=clock)
     source.start()
     sink.wait_until(lambda: sink.samples() >= 1)
-    started = time.monotonic()
-    source.stop()
-    assert time.monotonic() - started < 2.0
-    assert not source.finished
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.sources"):
+        source.stop()
+    assert source._thread is not None and not source._thread.is_alive(), "stop() waited for the pacing sleep"
+    assert "still running" not in caplog.text
+    assert sink.samples() == 1 and not source.finished
 
 
 @pytest.mark.parametrize("content, words", [

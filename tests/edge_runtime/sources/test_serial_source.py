@@ -10,9 +10,8 @@ import pytest
 
 serial = pytest.importorskip("serial")
 
-from edge_runtime.config import SerialSourceConfig  # noqa: E402
 from edge_runtime.sources import source_class  # noqa: E402
-from edge_runtime.sources.serial import SerialSource  # noqa: E402
+from edge_runtime.sources.serial import SerialSource, SerialSourceConfig  # noqa: E402
 
 
 class FakePort:

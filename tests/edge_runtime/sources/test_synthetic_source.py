@@ -6,8 +6,7 @@ import time
 
 import numpy as np
 
-from edge_runtime.config import SyntheticSourceConfig
-from edge_runtime.sources.synthetic import SyntheticSource
+from edge_runtime.sources.synthetic import SyntheticSource, SyntheticSourceConfig
 from edge_runtime.window import SlidingWindow
 
 

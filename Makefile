@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   := .cache/demo
 
-.PHONY: demo test lint bench bench-convert bench-prune bench-daemon bench-drift bench-fleet broker browser clean
+.PHONY: demo test test-unit lint bench bench-convert bench-prune bench-daemon bench-drift bench-fleet broker browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ browser:
 test: $(STAMP) broker browser
 	$(BIN)/ruff check edge_runtime edge_fleet converter sample_models tests benchmarks scripts
 	$(BIN)/pytest -q
+
+# The unit tier alone (README, "Test tiers"): no broker, no browser, no training; under a minute.
+test-unit: $(STAMP)
+	$(BIN)/pytest -q -m unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge_runtime edge_fleet converter sample_models tests benchmarks scripts

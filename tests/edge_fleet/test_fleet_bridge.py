@@ -10,6 +10,7 @@ import pytest
 from edge_fleet.monitor import wait_for
 from tests.support.broker import MosquittoBroker
 from tests.support.fleet_sim import SimulatorProcess, in_state, online, running_monitor
+from tests.support.tiers import tier
 
 KEEPALIVE = 2
 
@@ -27,6 +28,7 @@ def bridge_config(remote_port: int) -> list[str]:
 
 
 @pytest.fixture
+@tier("broker")
 def bridged():
     """(A, B): B bridges `edge/#` both ways to A."""
     with MosquittoBroker() as a, MosquittoBroker(extra_config=bridge_config(a.port)) as b:

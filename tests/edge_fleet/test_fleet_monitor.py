@@ -138,6 +138,7 @@ def test_garbage_over_the_wire_is_counted(broker):
         publisher.close()
 
 
+@pytest.mark.broker
 def test_monitor_reconnects_and_resubscribes_after_a_broker_restart():
     with MosquittoBroker(persistence=True) as restarting:
         publisher = None
@@ -189,6 +190,7 @@ def test_messages_larger_than_one_buffered_read_arrive_whole(broker):
         publisher.close()
 
 
+@pytest.mark.broker
 def test_mqtts_with_a_private_ca_and_a_password_from_the_environment(tmp_path, monkeypatch):
     write_pki(tmp_path)
     passwords = tmp_path / "passwd"

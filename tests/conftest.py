@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with the tiers of the fixtures it uses (directly or through other fixtures); `unit` if none."""
     for item in items:
         written = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
-        fixture_info = getattr(item, "_fixtureinfo", None)
+        fixture_info = getattr(item, "_fixtureinfo", None)  # pytest's record of the fixture closure (no public API)
         definitions = fixture_info.name2fixturedefs.values() if fixture_info is not None else ()
         inherited = {name for defs in definitions for definition in defs for name in declared_tiers(definition.func)}
         for name in sorted(inherited - written):

@@ -10,7 +10,8 @@ DEMO   := .cache/demo
 # tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
 DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test lint device-venv bench bench-convert bench-prune bench-daemon bench-drift bench-fleet broker browser clean
+.PHONY: demo test test-unit lint device-venv bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
+	broker browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,10 @@ device-venv: $(DEVICE_VENV)/.installed
 
 test: lint broker browser device-venv
 	$(BIN)/pytest -q
+
+# The unit tier alone (README, "Test tiers"): no broker, no browser, no training; under a minute.
+test-unit: $(STAMP)
+	$(BIN)/pytest -q -m unit
 
 # Style (ruff) and architecture (import-linter contracts in pyproject.toml: the device core never imports the
 # converter or the fleet tool, no import cycles).

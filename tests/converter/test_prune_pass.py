@@ -230,6 +230,7 @@ def test_nothing_prunable(tmp_path, capsys):
     assert not (tmp_path / "o.bundle").exists()
 
 
+@pytest.mark.slow  # trains the TFLite digits MLP
 def test_prune_refuses_tflite(tmp_path, capsys):
     paths = build_tflite_digits_sample(tmp_path)
     args = [paths["model"], "-o", tmp_path / "o.bundle", "--target", "x86_64", "--prune", "0.5",

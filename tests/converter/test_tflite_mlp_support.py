@@ -24,11 +24,13 @@ from tests.support.tflite_mlp import (
     train_digits_mlp,
     write_tflite_mlp,
 )
+from tests.support.tiers import tier
 
 ROWS = 50
 
 
 @pytest.fixture(scope="module")
+@tier("slow")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, DigitsSplit, Path]:
     classifier, split = train_digits_mlp(seed=0)
     path = write_tflite_mlp(classifier, tmp_path_factory.mktemp("mlp") / "digits_mlp.tflite")
@@ -148,6 +150,7 @@ def test_generic_layers_without_softmax_or_dynamic_batch() -> None:
     np.testing.assert_allclose(_run_rows(interpreter, x), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # trains the TFLite digits MLP
 def test_build_sample_writes_model_card_and_data(tmp_path: Path) -> None:
     paths = build_tflite_digits_sample(tmp_path)
     assert set(paths) == {"model", "card", "calibration", "eval"}

@@ -9,9 +9,11 @@ from converter.cli import main
 from edge_runtime.backends.tflite import TfliteModel
 from edge_runtime.bundle import read_bundle
 from tests.support.tflite_mlp import build_tflite_digits_sample
+from tests.support.tiers import tier
 
 
 @pytest.fixture(scope="module")
+@tier("slow")
 def tflite_sample(tmp_path_factory) -> dict:
     return build_tflite_digits_sample(tmp_path_factory.mktemp("tflite"))
 

@@ -67,7 +67,7 @@ def model_sha(bundle) -> str:
 
 def no_retained(port: int, topic: str) -> bool:
     with Collector(port, topic) as retained:
-        time.sleep(0.5)
+        assert retained.sync()  # retained messages come with the subscription, so before the sentinel
         return not [m for m in retained.snapshot() if m[2]]
 
 
@@ -157,6 +157,7 @@ def test_a_refusing_canary_halts_the_rollout(broker, fleet, release, capsys):
         out = capsys.readouterr().out
         assert "dev-a: failed: " in out and "not among the trusted keys" in out, out
         assert "halted: canary dev-a did not install" in out and "2 not requested" in out, out
+        assert seen.sync()  # every request the tool published before it returned has reached `seen`
         requested = {topic.split("/")[1] for topic, payload, _ in seen.snapshot()
                      if topic.endswith("/deploy/request") and payload}
         assert requested == {"dev-a"}

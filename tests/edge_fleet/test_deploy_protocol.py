@@ -141,6 +141,7 @@ def chunk_files(tmp_path, device: str, sha256: str) -> int:
     return len(list(folder.glob("*.chunk"))) if folder.exists() else 0
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("interruption", ["broker restart", "daemon restart"])
 def test_an_interrupted_transfer_resumes_without_fetching_verified_chunks(tmp_path, activity_bundle,
                                                                          activity_recording, release, interruption):

@@ -3,13 +3,12 @@ them appear, report and die. The small model of a fleet spread over several brok
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from edge_fleet.monitor import wait_for
-from tests.support.broker import MosquittoBroker
+from tests.support.broker import Collector, MosquittoBroker
 from tests.support.fleet_sim import SimulatorProcess, in_state, online, running_monitor
+from tests.support.tiers import tier
 
 KEEPALIVE = 2
 
@@ -27,6 +26,7 @@ def bridge_config(remote_port: int) -> list[str]:
 
 
 @pytest.fixture
+@tier("broker")
 def bridged():
     """(A, B): B bridges `edge/#` both ways to A."""
     with MosquittoBroker() as a, MosquittoBroker(extra_config=bridge_config(a.port)) as b:
@@ -61,6 +61,9 @@ def test_retained_status_crosses_the_bridge_for_a_monitor_that_starts_later(brid
     with SimulatorProcess(a.url, devices, "--keepalive", str(KEEPALIVE)) as sim:
         with running_monitor(a.url) as (_, on_a):
             assert wait_for(lambda: online(on_a) == devices, 20), sim.output()
-        time.sleep(0.5)  # the bridge forwards the retained statuses to B, which keeps them
+        # the bridge forwards the retained statuses to B, which keeps them: a sentinel published on A after them
+        # reaches B after them, so once it is there the late monitor can only have them from B's retained store
+        with Collector(b.port, "edge/sentinel") as on_b:
+            assert on_b.sync(via_port=a.port)
         with running_monitor(b.url) as (_, late):
             assert wait_for(lambda: online(late) == devices, 10)

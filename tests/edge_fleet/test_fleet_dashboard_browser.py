@@ -27,6 +27,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--virtual-time-budget=5000"]
 
+pytestmark = pytest.mark.browser  # every test here drives headless Chromium
+
 
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")

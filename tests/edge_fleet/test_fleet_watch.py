@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from rich.console import Console
 
 from edge_fleet.monitor import wait_for
@@ -86,6 +87,7 @@ def test_watch_once_prints_every_simulated_device_and_filters(broker):
         assert "field-0002" in filtered and "field-0001" not in filtered and "sim-0001" not in filtered
 
 
+@pytest.mark.slow  # the fleet tool as a process, giving up on the broker after its connect timeout
 def test_watch_once_without_a_broker_fails_clearly():
     done = subprocess.run([sys.executable, "-m", "edge_fleet.cli", "watch", "--broker", "mqtt://127.0.0.1:1",
                            "--once", "--wait", "0.1"], capture_output=True, text=True, timeout=60)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
+
 from tests.support.broker import Collector, MosquittoBroker
 from tests.support.daemon import DaemonProcess, messages, wait_until, write_config
 
@@ -32,6 +34,7 @@ def spooled_predictions(spool) -> int:
         return 0
 
 
+@pytest.mark.broker
 def test_broker_restart_mid_stream_loses_nothing(tmp_path, activity_bundle, activity_recording):
     broker = MosquittoBroker(persistence=True)  # the collector's session survives the restart
     try:
@@ -56,6 +59,7 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path, activity_bundle, acti
         broker.close()
 
 
+@pytest.mark.broker
 def test_sigkill_of_the_daemon_loses_nothing(tmp_path, activity_bundle, activity_recording):
     broker = MosquittoBroker(start=False)  # down from the start: everything goes to the spool
     spool = tmp_path / "spool.sqlite"

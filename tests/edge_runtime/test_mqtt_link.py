@@ -78,6 +78,7 @@ def _kill(process: subprocess.Popen) -> None:
 
 
 # -- delivery -------------------------------------------------------------------------------------------------
+@pytest.mark.broker
 def test_messages_published_while_the_broker_is_down_arrive_in_order(tmp_path, make_link):
     with MosquittoBroker(persistence=True) as broker, \
             Collector(broker.port, "down/#", client_id="down-collector", clean_session=False) as collector:
@@ -95,6 +96,7 @@ def test_messages_published_while_the_broker_is_down_arrive_in_order(tmp_path, m
         assert link.stats()["published"] == 200
 
 
+@pytest.mark.broker
 def test_broker_restart_mid_stream_loses_nothing_and_keeps_order(tmp_path, make_link):
     n = 2000
     with MosquittoBroker(persistence=True) as broker, \
@@ -347,6 +349,7 @@ def test_two_handlers_on_one_topic_both_get_every_message_and_leave_separately(t
     assert "imu/pi" not in link._subscriptions
 
 
+@pytest.mark.broker
 def test_retained_false_handlers_never_see_retained_messages_even_after_a_reconnect(tmp_path, make_link):
     """A retained cmd/reload must not run again at every reconnect, while a live one (even if retained) runs once."""
     with MosquittoBroker(persistence=True) as broker:  # keeps the retained message across the restart

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.support.broker import MosquittoBroker
 from tests.support.daemon import DaemonProcess, wait_until, write_config
 from tests.support.pki import write_pki
 
 
+@pytest.mark.broker
 def test_daemon_over_tls_with_a_password_file(tmp_path, activity_bundle):
     write_pki(tmp_path)
     passwords = tmp_path / "passwd"

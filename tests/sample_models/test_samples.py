@@ -17,12 +17,14 @@ from edge_runtime.yaml_source import load_model
 from sample_models import MAX_CALIBRATION, SAMPLE_NAMES, SampleModel, build_sample
 from sample_models.__main__ import main
 from sample_models.cache import cached_entry
+from tests.support.tiers import tier
 
 # What the models reach (activity 1.00 on 240 test windows, digits ~0.997 on 360 test images) minus margin.
 ACCURACY_FLOOR = {"activity": 0.95, "activity_wide": 0.95, "digits": 0.97}
 
 
 @pytest.fixture(params=SAMPLE_NAMES)
+@tier("slow")
 def sample(request: pytest.FixtureRequest) -> SampleModel:
     return request.getfixturevalue(f"{request.param}_sample")
 

@@ -4,6 +4,10 @@ Tests run against the broker the device will talk to, not a mock: reconnects, re
 broker behaviour. mosquitto 2 only accepts anonymous clients with an explicit listener, hence the config file.
 `persistence=True` keeps sessions and queued messages across `restart()` (mosquitto saves them at SIGTERM), so a
 persistent-session `Collector` misses nothing while the broker is down.
+
+Absence is checked with a sentinel, never with a sleep: "nothing arrived after 0.5 s" passes on a slow machine
+without checking anything. `Collector.sync()` publishes a marker that can only arrive after whatever the broker had
+for the collector before it, waits for it, and then the test asserts what did not come.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import paho.mqtt.publish as mqtt_publish
 
 Received = tuple[str, bytes, bool]  # topic, payload, retain
 
@@ -134,6 +139,20 @@ class MosquittoBroker:
         self.close()
 
 
+def send_sentinels(send: Callable[[], None], arrived: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """`send()` one sentinel at a time until `arrived()`; False after `timeout` seconds. For a shared subscription,
+    where the broker hands each message to one member of the group: send until every member has had one."""
+    deadline = time.monotonic() + timeout
+    while not arrived():
+        if time.monotonic() >= deadline:
+            return False
+        send()
+        settle = time.monotonic() + 0.2
+        while not arrived() and time.monotonic() < settle:
+            time.sleep(0.01)
+    return True
+
+
 class Collector:
     """A paho subscriber recording (topic, payload, retain) for `topic`; re-subscribes after every reconnect.
 
@@ -147,6 +166,8 @@ class Collector:
         self.qos = qos
         self.messages: list[Received] = []
         self._lock = threading.Lock()
+        self._sentinel: bytes | None = None
+        self._sentinel_arrived = threading.Event()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{uuid.uuid4()}",
                                    clean_session=clean_session)
@@ -166,6 +187,9 @@ class Collector:
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._lock:
+            if message.payload == self._sentinel:
+                self._sentinel_arrived.set()
+                return
             self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
 
     def snapshot(self) -> list[Received]:
@@ -184,6 +208,27 @@ class Collector:
                 return False
             time.sleep(0.02)
         return True
+
+    def sync(self, timeout: float = 10.0, via_port: int | None = None) -> bool:
+        """Publish a sentinel on a topic this collector subscribes to and wait for it; True once it arrived.
+
+        From the collector's own client (the default), the broker handles the sentinel after everything this client
+        sent before it (its subscription, so the retained messages it got) and after every message the broker had
+        already taken from other clients; it sends to the collector in order. So, once the sentinel is here, a
+        retained message, or a message published and acknowledged before `sync()`, that was going to arrive has
+        arrived. `via_port` publishes it to another broker instead (the far side of a bridge): it then arrives after
+        whatever that broker forwarded before it. The sentinel is not recorded in `messages`.
+        """
+        sentinel = f"sentinel-{uuid.uuid4()}".encode()
+        with self._lock:
+            self._sentinel = sentinel
+            self._sentinel_arrived.clear()
+        topic = "/".join("sentinel" if level in ("+", "#") else level for level in self.topic.split("/"))
+        if via_port is None:
+            self._client.publish(topic, sentinel, qos=self.qos)
+        else:
+            mqtt_publish.single(topic, sentinel, qos=1, hostname="127.0.0.1", port=via_port)
+        return self._sentinel_arrived.wait(timeout)
 
     def close(self) -> None:
         self._client.disconnect()

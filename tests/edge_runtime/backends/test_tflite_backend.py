@@ -18,12 +18,14 @@ from edge_runtime.backends.tflite import TfliteBackendConfig
 from edge_runtime.board import load_board
 from edge_runtime.model_loader import load_bundle_model
 from tests.support.tflite_mlp import build_tflite_digits_sample, build_tflite_mlp, load_digits_split
+from tests.support.tiers import tier
 
 EDGETPU = "libedgetpu.so.1"  # the Coral delegate: not installed on this machine
 CPU = "cpu (XNNPACK)"  # ai-edge-litert is what the test environment has
 
 
 @pytest.fixture(scope="module")
+@tier("slow")
 def sample(tmp_path_factory) -> dict[str, Path]:
     return build_tflite_digits_sample(tmp_path_factory.mktemp("tflite"))
 

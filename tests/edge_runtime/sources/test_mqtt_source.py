@@ -77,18 +77,40 @@ def test_payload_limit_is_the_smaller_of_source_and_daemon(sink, make_context, s
     assert sink.reasons == ["oversized"]
 
 
-def test_handler_never_raises(make_context, subscriber):
+def test_handler_never_raises(sink, make_context, subscriber):
     class BrokenSink:
+        """Raises on every call while `broken` (and records the call), then hands on to the recording sink."""
+
+        def __init__(self) -> None:
+            self.broken = True
+            self.calls: list[str] = []
+
         def accept(self, item):
-            raise RuntimeError("sink bug")
+            self.calls.append("accept")
+            if self.broken:
+                raise RuntimeError("sink bug")
+            sink.accept(item)
 
         def reject(self, rejected, source):
-            raise RuntimeError("sink bug")
+            self.calls.append(rejected.reason)
+            if self.broken:
+                raise RuntimeError("sink bug")
+            sink.reject(rejected, source)
 
-    source = mqtt(make_context(subscriber=subscriber, sink=BrokenSink()))
+    broken = BrokenSink()
+    source = mqtt(make_context(subscriber=subscriber, sink=broken))
     source.start()
     subscriber.publish("sensors/imu", b'{"values": [1, 2, 3]}')
     subscriber.publish("sensors/imu", b"garbage")
+    # both reached the sink, which raised each time; the failed accept was reported as an internal error
+    assert broken.calls == ["accept", "internal_error", "malformed_json"]
+    broken.broken = False
+    # the handler is still subscribed and works: a bad message is rejected, a good one after it delivered
+    subscriber.publish("sensors/imu", b"garbage")
+    subscriber.publish("sensors/imu", b'{"values": [4, 5, 6]}')
+    np.testing.assert_array_equal(sink.values(), [[4, 5, 6]])
+    assert sink.reasons == ["malformed_json"]
+    assert {where for _, where in sink.rejections} == {"mqtt:sensors/imu"}
 
 
 def test_stop_unsubscribes_and_late_messages_are_ignored(sink, make_context, subscriber):

@@ -105,6 +105,8 @@ class Stage(Generic[M]):
 
 @dataclass
 class Conversion(Generic[M]):
+    """One conversion: what was asked, for which board, on which data, and every stage made so far."""
+
     options: ConvertOptions
     board: Board
     card: ModelCard | None

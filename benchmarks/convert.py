@@ -26,9 +26,10 @@ from rich.console import Console
 from converter.data import load_dataset
 from converter.evaluate import accuracy
 from converter.measure import measure_latencies
+from converter.options import ConvertOptions
 from converter.passes.check import model_inputs
 from converter.passes.quantize import DatasetReader
-from converter.pipeline import ConvertOptions, convert
+from converter.pipeline import convert
 from converter.runner import make_session, run_dataset
 from edge_runtime.bundle import read_bundle
 from sample_models import build_sample

@@ -34,9 +34,10 @@ from benchmarks.convert import _cpu_name, write_section
 from converter.data import Dataset, load_dataset
 from converter.evaluate import accuracy
 from converter.measure import measure_latencies
+from converter.options import ConvertOptions, ConvertResult
 from converter.passes.check import model_inputs
 from converter.passes.fuse import fuse
-from converter.pipeline import ConvertOptions, ConvertResult, convert
+from converter.pipeline import convert
 from converter.prune.flops import model_flops
 from converter.prune.pruner import ChannelPruner
 from converter.runner import make_session, run_dataset

@@ -56,7 +56,8 @@ def _convert_parser() -> argparse.ArgumentParser:
 
 
 def _run_convert(argv: list[str], console: Console, errors: Console) -> int:
-    from converter.pipeline import ConvertOptions, GateFailed, convert
+    from converter.options import ConvertOptions, GateFailed
+    from converter.pipeline import convert
     from converter.report import render_report
 
     args = _convert_parser().parse_args(argv)

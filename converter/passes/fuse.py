@@ -15,6 +15,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
+from converter.conversion import Conversion
 from converter.errors import ConversionError
 from converter.passes.check import BATCH_DIM
 from edge_runtime.board import Board
@@ -70,3 +71,11 @@ def fuse(model: onnx.ModelProto, board: Board) -> onnx.ModelProto:
             fused.opset_import.remove(entry)
     onnx.checker.check_model(fused)
     return fused
+
+
+def fuse_pass(conversion: Conversion[onnx.ModelProto]) -> None:
+    """The pipeline's `fuse`: fuse the float model, verify it, and let the next pass start from it."""
+    fused = fuse(conversion.float_model, conversion.board)
+    conversion.record("fused", fused, "fp32")
+    conversion.float_stage = "fused"
+    conversion.report.passes["fuse"] = "ran"

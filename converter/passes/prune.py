@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from converter.conversion import Conversion
 from converter.data import Dataset
 from converter.errors import ConversionError
+from converter.options import GateFailed
 from converter.prune.allocation import CrossFit, allocate
 from converter.prune.flops import total_flops
 from converter.prune.pruner import ChannelPruner
@@ -23,6 +25,9 @@ from converter.runner import make_session, run_dataset
 AUTO = "auto"
 #: Fewer samples than this cannot score channels or constrain a refit.
 MIN_CALIBRATION = 16
+#: Share of --max-accuracy-drop that `--prune auto` may spend when int8 follows (which gets the rest; fp16 costs
+#: next to nothing and leaves pruning the whole budget).
+PRUNE_SHARE_BEFORE_QUANTIZATION = 0.75
 
 
 def parse_prune(text: str | None) -> str | None:
@@ -141,3 +146,56 @@ def prune(
         search=search,
         sensitivity=sensitivity,
     )
+
+
+def prune_pass(conversion: Conversion[onnx.ModelProto]) -> None:
+    """The pipeline's `prune` (only with --prune): prune before quantization, and refuse at once a ratio that alone
+    breaks the accuracy budget. `auto` spends part of the budget and leaves the rest to int8."""
+    options, report = conversion.options, conversion.report
+    setting = options.prune
+    if not setting:
+        return
+    quantizing = "quantize" not in options.skip and conversion.quantize == "int8"
+    share = PRUNE_SHARE_BEFORE_QUANTIZATION if quantizing else 1.0
+    budget = options.max_accuracy_drop * share
+    with conversion.progress.status(f"prune {setting}") as update:
+        result = prune(
+            conversion.float_model,
+            conversion.data.calibration,
+            setting,
+            output_name=conversion.output_name,
+            loss=conversion.data_loss,
+            budget=budget,
+            evaluation=conversion.data.evaluation,
+            advance=update,
+        )
+    report.pruning = result.as_report()
+    if setting == AUTO:
+        report.pruning["budget_share"] = share
+        if conversion.data.evaluation is None:
+            report.notes.append(
+                "--prune auto without --eval data: candidates were judged on cross-fitted calibration data only"
+            )
+    changed = sum(group["before"] != group["after"] for group in result.groups)
+    if not changed:
+        why = (
+            "no channel group could be pruned within the accuracy budget"
+            if setting == AUTO
+            else "the ratio removes no channel once kept counts are rounded (to whole channels, and to a "
+            "multiple of 8 in groups of 16 or more); use a larger one"
+        )
+        report.notes.append(f"--prune {setting}: {why}")
+        report.passes["prune"] = f"ran ({result.mode}): nothing pruned"
+        return
+    stage = f"pruned ({result.mode.split(',')[0]})"
+    conversion.record(stage, result.model, "fp32", note=f"{changed} channel group(s) pruned")
+    report.passes["prune"] = f"ran ({result.mode})"
+    loss = conversion.loss(stage)
+    if setting != AUTO and conversion.gate_enforced and loss > options.max_accuracy_drop:
+        raise GateFailed(
+            f"bundle refused: --prune {setting} alone loses {loss * 100:.2f} points against the original "
+            f"(allowed: {options.max_accuracy_drop * 100:.2f}); try a smaller ratio, or --prune auto to "
+            f"spend the budget where it costs least",
+            report,
+        )
+    conversion.float_stage = stage

@@ -12,7 +12,7 @@ import io
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,10 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from converter.conversion import Conversion
 from converter.data import Dataset
+from converter.errors import ConversionError
+from converter.evaluate import compare
 from edge_runtime.board import Board
 
 CALIBRATION_METHODS = {
@@ -34,6 +37,8 @@ CALIBRATION_METHODS = {
     "percentile": CalibrationMethod.Percentile,
 }
 _QUANT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+#: Rounds of leaving more of the most sensitive nodes in float (1, 2, 4, 8 more) before the gate refuses.
+MAX_EXCLUSION_ROUNDS = 4
 
 
 class DatasetReader(CalibrationDataReader):
@@ -89,13 +94,6 @@ class CalibrationTrial:
     agreement: float | None
     cosine_mean: float
     chosen: bool = False
-
-
-@dataclass
-class QuantizeOutcome:
-    model: onnx.ModelProto
-    method: str
-    trials: list[CalibrationTrial] = field(default_factory=list)
 
 
 def quantize_int8(
@@ -182,3 +180,73 @@ def sensitive_nodes(
         ranking.append((node.name, float(before - min(outputs))))
     ranking.sort(key=lambda item: item[1], reverse=True)
     return ranking
+
+
+def choose_calibration(
+    conversion: Conversion[onnx.ModelProto], settings: QuantizeSettings, calibration: Dataset
+) -> str:
+    """Quantize with each calibration method on 3/4 of the calibration data, keep the one whose outputs
+    stay closest to the float model on the held-out quarter."""
+    model, report = conversion.float_model, conversion.report
+    if len(calibration) < 8:
+        report.notes.append("fewer than 8 calibration samples: calibration method fixed to minmax")
+        return "minmax"
+    index = np.arange(len(calibration))
+    fit, held_out = calibration.subset(index % 4 != 3), calibration.subset(index % 4 == 3)
+    float_out = conversion.run(model, held_out, "held-out (float)")[conversion.output_name]
+    trials = []
+    for method in CALIBRATION_METHODS:
+        with conversion.progress.bar(f"calibrate {method}", len(fit)) as advance:
+            candidate = quantize_int8(model, settings, fit, method=method, advance=advance)
+        out = conversion.run(candidate, held_out, f"held-out ({method})")[conversion.output_name]
+        fidelity = compare(float_out, out, classification=conversion.classification)
+        trials.append(CalibrationTrial(method, fidelity.agreement, round(fidelity.cosine_mean, 6)))
+    best = max(trials, key=lambda t: (t.agreement if t.agreement is not None else 0.0, t.cosine_mean))
+    best.chosen = True
+    report.calibration = [trial.__dict__ for trial in trials]
+    return best.method
+
+
+def _int8_stage(conversion: Conversion[onnx.ModelProto]) -> str:
+    """Quantize, then while the accuracy gate fails leave the most sensitive nodes in float."""
+    calibration = conversion.data.calibration
+    if calibration is None:
+        raise ConversionError("int8 quantization needs --calibration DATA.npz (or use --quantize none)")
+    model = conversion.float_model
+    settings = QuantizeSettings.for_board(conversion.board)
+    method = choose_calibration(conversion, settings, calibration)
+    with conversion.progress.bar(f"calibrate {method} (all data)", len(calibration)) as advance:
+        quantized = quantize_int8(model, settings, calibration, method=method, advance=advance)
+    stage = f"int8 {settings.describe()}, {method}"
+    conversion.record(stage, quantized, "int8")
+    excluded: list[str] = []
+    rounds = 0
+    while conversion.loss(stage) > conversion.options.max_accuracy_drop and rounds < MAX_EXCLUSION_ROUNDS:
+        rounds += 1
+        samples = calibration.subset(slice(0, min(64, len(calibration))))
+        ranking = [name for name, _ in sensitive_nodes(model, quantized, samples) if name not in excluded]
+        if not ranking:
+            break
+        excluded += ranking[: 2 ** (rounds - 1)]
+        with conversion.progress.bar(f"re-quantize without {len(excluded)} node(s)", len(calibration)) as advance:
+            quantized = quantize_int8(
+                model, settings, calibration, method=method, nodes_to_exclude=excluded, advance=advance
+            )
+        stage = f"int8, {len(excluded)} node(s) in float"
+        conversion.record(stage, quantized, "mixed", note="excluded: " + ", ".join(excluded))
+    conversion.report.excluded_nodes = excluded
+    return stage
+
+
+def quantize_pass(conversion: Conversion[onnx.ModelProto]) -> None:
+    """The pipeline's `quantize`: the float model to the precision the board runs best (or the one asked for)."""
+    report = conversion.report
+    if conversion.quantize == "int8":
+        conversion.quantized_stage = _int8_stage(conversion)
+        report.passes["quantize"] = "ran (int8)"
+    elif conversion.quantize == "fp16":
+        conversion.record("fp16", quantize_fp16(conversion.float_model), "fp16")
+        conversion.quantized_stage = "fp16"
+        report.passes["quantize"] = "ran (fp16)"
+    else:
+        report.passes["quantize"] = "off (--quantize none)"

@@ -4,13 +4,13 @@ and the float model kept when int8 is not faster on a board this machine can sta
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-import converter.pipeline as pipeline
+import converter.passes.quantize as quantize
 from converter.cli import main
+from converter.passes.verify import pick_final
 from converter.report import Report, StageResult
 from edge_runtime.board import load_board
 from edge_runtime.bundle import read_bundle
@@ -43,7 +43,7 @@ def test_sensitive_nodes_are_left_in_float_until_the_gate_passes(activity_sample
 
 
 def test_bundle_refused_when_the_gate_cannot_be_met(activity_sample, miscalibrated, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline, "MAX_EXCLUSION_ROUNDS", 0)
+    monkeypatch.setattr(quantize, "MAX_EXCLUSION_ROUNDS", 0)
     out = tmp_path / "refused.bundle"
     out.write_bytes(b"the previous good bundle")
     assert main(args_for(activity_sample, out, miscalibrated, "--max-accuracy-drop", "0.01")) == 1
@@ -54,26 +54,29 @@ def test_bundle_refused_when_the_gate_cannot_be_met(activity_sample, miscalibrat
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def _conversion_with(latencies: dict[str, float], board_name: str) -> SimpleNamespace:
+def _report_with(latencies: dict[str, float], board_name: str) -> Report:
     report = Report(model="m", target=board_name)
+    precisions = {"int8": "int8", "fused": "fp32"}
     for stage, latency in latencies.items():
-        report.add_stage(StageResult(stage=stage, precision="x", size_bytes=1, nodes=1, latency_ms=latency))
-    return SimpleNamespace(report=report, board=load_board(board_name), precisions={"int8": "int8", "fused": "fp32"})
+        report.add_stage(
+            StageResult(stage=stage, precision=precisions[stage], size_bytes=1, nodes=1, latency_ms=latency)
+        )
+    return report
 
 
 def test_float_model_kept_when_int8_is_not_faster_on_this_host():
-    conversion = _conversion_with({"fused": 1.0, "int8": 1.02}, "x86_64")
-    assert pipeline._pick_final(conversion, "fused", "int8") == "fused"
-    assert "not faster" in conversion.report.notes[0]
+    report = _report_with({"fused": 1.0, "int8": 1.02}, "x86_64")
+    assert pick_final(report, load_board("x86_64"), "fused", "int8") == "fused"
+    assert "not faster" in report.notes[0]
 
 
 def test_int8_kept_when_faster():
-    conversion = _conversion_with({"fused": 1.0, "int8": 0.3}, "x86_64")
-    assert pipeline._pick_final(conversion, "fused", "int8") == "int8"
-    assert conversion.report.notes == []
+    report = _report_with({"fused": 1.0, "int8": 0.3}, "x86_64")
+    assert pick_final(report, load_board("x86_64"), "fused", "int8") == "int8"
+    assert report.notes == []
 
 
 def test_speed_not_judged_for_a_board_this_host_cannot_stand_in_for():
-    conversion = _conversion_with({"fused": 1.0, "int8": 2.0}, "raspberry-pi-4")
-    assert pipeline._pick_final(conversion, "fused", "int8") == "int8"
-    assert "not verified" in conversion.report.notes[0]
+    report = _report_with({"fused": 1.0, "int8": 2.0}, "raspberry-pi-4")
+    assert pick_final(report, load_board("raspberry-pi-4"), "fused", "int8") == "int8"
+    assert "not verified" in report.notes[0]

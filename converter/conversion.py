@@ -1,0 +1,223 @@
+"""The context every pass shares: one conversion of one model for one board.
+
+A front end (converter/onnx_frontend.py, converter/tflite_frontend.py) checks the model and loads the data, then
+`Conversion.begin` runs the original model on the verification data once and builds the context complete: every
+later stage is compared with those outputs. The passes (converter/passes/) add stages and fill the few result
+fields declared at the end of the class; nothing else appears on it later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
+from rich.console import Console
+
+from converter.data import Dataset, load_dataset
+from converter.errors import ConversionError
+from converter.evaluate import Fidelity, compare, quality_loss
+from converter.model_info import TensorInfo
+from converter.options import ConvertOptions
+from converter.progress import Progress
+from converter.report import Report, StageResult
+from edge_runtime.board import Board
+from edge_runtime.bundle import Manifest
+from edge_runtime.card import ModelCard
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class StageShape:
+    """What a report row says about a model besides its fidelity."""
+
+    size_bytes: int
+    nodes: int
+    flops: int | None = None
+    note: str = ""
+
+
+class Engine(Protocol[M]):
+    """What the shared passes need from a front end: run, describe, measure and store a model of its format."""
+
+    format: str  # the bundle's model format: onnx | tflite
+    as_is: bool  # the model is bundled as given; no pass changes it
+
+    def run(self, model: M, dataset: Dataset, advance: Callable[[int], None]) -> dict[str, np.ndarray]: ...
+
+    def golden(self, model: M, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def describe(self, model: M) -> StageShape: ...
+
+    def measure(self, models: dict[str, M], feed: dict[str, np.ndarray], host: str) -> tuple[dict[str, float], str]:
+        """Median batch-1 latency in ms per stage, and where and how it was measured (for the report)."""
+        ...
+
+    def payload(self, model: M) -> bytes: ...
+
+    def tensors(self, model: M) -> tuple[list[TensorInfo], list[TensorInfo]]: ...
+
+
+@dataclass(frozen=True)
+class VerificationData:
+    """The user's data: `verify` is what every stage is judged on (--eval, else the calibration data)."""
+
+    calibration: Dataset | None
+    evaluation: Dataset | None
+    verify: Dataset
+
+
+def load_verification_data(options: ConvertOptions, inputs: list[TensorInfo]) -> VerificationData:
+    calibration = load_dataset(options.calibration, inputs, what="calibration") if options.calibration else None
+    evaluation = load_dataset(options.evaluation, inputs, what="evaluation") if options.evaluation else None
+    verify = evaluation or calibration
+    if verify is None:
+        raise ConversionError(
+            "edge-convert verifies every model on real data: give --eval DATA.npz and/or --calibration DATA.npz"
+        )
+    return VerificationData(calibration, evaluation, verify)
+
+
+def is_classifier(card: ModelCard | None, outputs: dict[str, np.ndarray]) -> bool:
+    if card is not None:
+        return card.output.kind == "classification"
+    first = next(iter(outputs.values()))
+    return first.ndim == 2 and first.shape[1] > 1
+
+
+def primary_output(card: ModelCard | None, names: list[str]) -> str:
+    if card is not None and card.output.name:
+        return card.output.name
+    return names[0]
+
+
+@dataclass
+class Stage(Generic[M]):
+    """A model as it stood after a pass, verified against the original; its report row has the same name."""
+
+    model: M
+    precision: str
+    fidelity: Fidelity
+
+
+@dataclass
+class Conversion(Generic[M]):
+    """One conversion: what was asked, for which board, on which data, and every stage made so far."""
+
+    options: ConvertOptions
+    board: Board
+    card: ModelCard | None
+    engine: Engine[M]
+    data: VerificationData
+    quantize: str  # what the quantize pass makes, resolved against the board: int8 | fp16 | none
+    output_name: str  # the output the gate compares
+    classification: bool
+    reference_outputs: np.ndarray  # the original model's `output_name` on `data.verify`
+    report: Report
+    progress: Progress
+    stages: dict[str, Stage[M]]  # in the order they were made; the first is the original
+    # Results of the passes.
+    float_stage: str  # the float model the next graph pass starts from: original, fused, pruned
+    quantized_stage: str | None = None  # set by quantize
+    reference: dict = field(default_factory=dict)  # set by reference: the statistics drift is measured against
+    manifest: Manifest | None = None  # set by package
+
+    @classmethod
+    def begin(
+        cls,
+        options: ConvertOptions,
+        board: Board,
+        card: ModelCard | None,
+        engine: Engine[M],
+        original: M,
+        *,
+        stage: str,
+        precision: str,
+        data: VerificationData,
+        quantize: str,
+        report: Report,
+        console: Console,
+    ) -> Conversion[M]:
+        """Run the original model on the verification data and record it as the first stage."""
+        progress = Progress(console)
+        with progress.bar(f"verify {stage}", len(data.verify)) as advance:
+            outputs = engine.run(original, data.verify, advance)
+        output_name = primary_output(card, [info.name for info in engine.tensors(original)[1]])
+        report.eval_source = Path(data.verify.source).name
+        report.eval_samples = len(data.verify)
+        conversion = cls(
+            options=options,
+            board=board,
+            card=card,
+            engine=engine,
+            data=data,
+            quantize=quantize,
+            output_name=output_name,
+            classification=is_classifier(card, outputs),
+            reference_outputs=outputs[output_name],
+            report=report,
+            progress=progress,
+            stages={},
+            float_stage=stage,
+        )
+        conversion.add_stage(stage, original, precision, outputs)
+        return conversion
+
+    @property
+    def gate_enforced(self) -> bool:
+        """`--skip verify` measures every stage as usual but lets a bundle through that loses too much."""
+        return "verify" not in self.options.skip
+
+    @property
+    def original(self) -> Stage[M]:
+        return next(iter(self.stages.values()))
+
+    @property
+    def float_model(self) -> M:
+        return self.stages[self.float_stage].model
+
+    def run(self, model: M, dataset: Dataset, label: str) -> dict[str, np.ndarray]:
+        with self.progress.bar(f"verify {label}", len(dataset)) as advance:
+            return self.engine.run(model, dataset, advance)
+
+    def record(self, name: str, model: M, precision: str, note: str = "") -> StageResult:
+        """Verify a stage's model against the original and add its row to the report."""
+        return self.add_stage(name, model, precision, self.run(model, self.data.verify, name), note)
+
+    def add_stage(
+        self, name: str, model: M, precision: str, outputs: dict[str, np.ndarray], note: str = ""
+    ) -> StageResult:
+        fidelity = compare(
+            self.reference_outputs,
+            outputs[self.output_name],
+            classification=self.classification,
+            labels=self.data.verify.labels,
+        )
+        self.stages[name] = Stage(model, precision, fidelity)
+        shape = self.engine.describe(model)
+        return self.report.add_stage(
+            StageResult(
+                stage=name,
+                precision=precision,
+                size_bytes=shape.size_bytes,
+                nodes=shape.nodes,
+                flops=shape.flops,
+                accuracy=fidelity.accuracy,
+                agreement=fidelity.agreement,
+                cosine_mean=round(fidelity.cosine_mean, 6),
+                note=note or shape.note,
+            )
+        )
+
+    def loss(self, name: str) -> float:
+        """What the gate measures for a stage: its quality lost against the original's."""
+        return quality_loss(self.original.fidelity, self.stages[name].fidelity)
+
+    def data_loss(self, data: Dataset, reference: np.ndarray, candidate: np.ndarray) -> float:
+        """The gate's measure for any data set: `candidate` outputs against the original model's `reference`."""
+        labels = data.labels
+        baseline = compare(reference, reference, classification=self.classification, labels=labels)
+        return quality_loss(baseline, compare(reference, candidate, classification=self.classification, labels=labels))

@@ -120,13 +120,12 @@ class StatsDocument(TypedDict, total=False):
 
 
 # -- predictions: <prefix>/<device>/predictions/<model> (built by the model worker) --------------------------------
-class PredictionDocument(TypedDict, total=False):
-    seq: int  # per model, survives restarts: what a consumer de-duplicates and counts losses by
-    ts: float
-    model: str
-    label: str
-    score: float
-    latency_ms: float
+#: `seq` counts per model and survives restarts (what a consumer de-duplicates and counts losses by); a classifier
+#: says `label`, `class` and `score`, any other model `values`; functional syntax because `class` is a keyword
+PredictionDocument = TypedDict("PredictionDocument", {
+    "seq": int, "ts": float, "model": str, "label": str, "class": int, "score": float, "values": list[float],
+    "latency_ms": float,
+}, total=False)
 
 
 # -- drift: <prefix>/<device>/drift/<model> (built by the drift tracker) --------------------------------------------
@@ -134,8 +133,11 @@ class DriftDocument(TypedDict, total=False):
     ts: float
     model: str
     state: str  # ok | warning | drift
+    window: dict[str, Any]
     channels: dict[str, Any]
+    outputs: dict[str, Any]
     top_channels: list[str]
+    missing_share: float
     reasons: list[str]
 
 

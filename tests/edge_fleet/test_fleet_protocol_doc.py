@@ -6,6 +6,8 @@ the contract can change alone."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -71,3 +73,19 @@ def test_the_monitors_subscriptions_are_documented():
     assert [topic for topic, _ in subscriptions("edge", None)] == [
         topics.status_filter, topics.stats_filter, topics.drift_filter, topics.deploy_status_filter]
     assert "`$share/<group>/edge/+/stats`" in text
+
+
+def test_the_contract_imports_only_the_standard_library_and_pydantic():
+    """The fleet tool and a bare device install both import it: nothing else may come with it."""
+    code = ("import sys; import edge_runtime.contract; "
+            "print('\\n'.join(sorted({name.split('.')[0] for name in sys.modules})))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    allowed = {"edge_runtime", "pydantic", "pydantic_core", "typing_extensions", "annotated_types",
+               "typing_inspection", "_distutils_hack", "sitecustomize", "usercustomize"}
+    foreign = [name for name in loaded if name not in sys.stdlib_module_names and name not in allowed
+               and not name.startswith("_")]
+    assert foreign == [], foreign
+    edge = [name for name in subprocess.run(
+        [sys.executable, "-c", "import sys, edge_runtime.contract; print(' '.join(m for m in sys.modules "
+         "if m.startswith('edge_runtime')))"], capture_output=True, text=True, check=True).stdout.split()]
+    assert all(name == "edge_runtime" or name.startswith("edge_runtime.contract") for name in edge), edge

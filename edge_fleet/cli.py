@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from edge_fleet.mqtt_loop import parse_broker_url
+from edge_runtime.contract import parse_broker_url
 
 DEFAULT_BROKER = os.environ.get("EDGE_FLEET_BROKER", "mqtt://127.0.0.1:1883")
 

@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import queue
-import re
 import sys
 import time
 import uuid
@@ -36,7 +35,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_runtime.bundle import BundleError, read_bundle
-from edge_runtime.config import BrokerConfig
+from edge_runtime.contract import DEPLOY_FINAL, TOPIC_LEVEL, DeployRequest, FleetTopics, parse_broker_url
+from edge_runtime.mqtt_client import ClientSettings, create_client
 from edge_runtime.signing import load_public_key
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PENDING = 0, 1, 2, 3
@@ -44,8 +44,9 @@ DEFAULT_CHUNK_SIZE = 64 * 1024
 #: how long retained `status` messages are collected to resolve `--group`
 DISCOVERY_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-FINAL = ("installed", "failed")
+KEEPALIVE_S = 30
+DEVICE_ID = TOPIC_LEVEL
+FINAL = DEPLOY_FINAL
 
 Progress = Callable[[str, str], None]  # (device, text), e.g. ("pi-01", "receiving 12/40")
 
@@ -126,25 +127,19 @@ def check_bundle(path: Path, signing_key: Path | None) -> BundleBlob:
 
 
 def chunk_topic(prefix: str, sha256: str) -> str:
-    return f"{prefix}/bundles/{sha256}/chunk"
+    return FleetTopics(prefix).bundle_chunks(sha256)
 
 
 def make_request(bundle: BundleBlob, deployment_id: str, prefix: str, chunk_size: int, model: str | None) -> dict:
     """The retained `deploy/request` document (the same for every device of a rollout)."""
     chunks = [bundle.data[start:start + chunk_size] for start in range(0, len(bundle.data), chunk_size)]
-    return {
-        "deployment_id": deployment_id,
-        "bundle_sha256": bundle.sha256,
-        "size": len(bundle.data),
-        "chunk_size": chunk_size,
-        "chunks": len(chunks),
-        "chunk_sha256": [hashlib.sha256(chunk).hexdigest() for chunk in chunks],
-        "chunk_topic": chunk_topic(prefix, bundle.sha256),
-        "model": model,
-        "name": bundle.name,
-        "version": bundle.version,
-        "ts": time.time(),
-    }
+    request = DeployRequest(
+        deployment_id=deployment_id, bundle_sha256=bundle.sha256, size=len(bundle.data), chunk_size=chunk_size,
+        chunks=len(chunks), chunk_sha256=[hashlib.sha256(chunk).hexdigest() for chunk in chunks],
+        chunk_topic=chunk_topic(prefix, bundle.sha256), model=model, name=bundle.name, version=bundle.version,
+        ts=time.time(),
+    )
+    return request.model_dump()
 
 
 class FleetConnection:
@@ -153,17 +148,14 @@ class FleetConnection:
     def __init__(self, broker_url: str, client_id: str | None = None, username: str | None = None,
                  password: str | None = None):
         try:
-            self.broker = BrokerConfig(url=broker_url)
+            self.broker = parse_broker_url(broker_url)
         except ValueError as exc:
             raise DeployError(str(exc)) from None
         self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
         self._connected = queue.Queue(maxsize=1)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
-                                  client_id=client_id or f"edge-fleet-deploy-{uuid.uuid4().hex[:12]}")
-        if username:
-            self.client.username_pw_set(username, password)
-        if self.broker.uses_tls:
-            self.client.tls_set()
+        self.client = create_client(ClientSettings(
+            self.broker, client_id or f"edge-fleet-deploy-{uuid.uuid4().hex[:12]}", protocol="5",
+            username=username, password=password if username else None, keepalive_s=KEEPALIVE_S))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 
@@ -177,7 +169,7 @@ class FleetConnection:
     def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
         broker = self.broker
         try:
-            self.client.connect(broker.host, broker.port, keepalive=30)
+            self.client.connect(broker.host, broker.port, keepalive=KEEPALIVE_S)
         except OSError as exc:
             raise DeployError(f"cannot connect to the broker {broker.url}: {exc}") from None
         self.client.loop_start()
@@ -217,6 +209,7 @@ class _Rollout:
     def __init__(self, connection: FleetConnection, prefix: str, request: dict, progress: Progress | None):
         self.connection = connection
         self.prefix = prefix
+        self.topics = FleetTopics(prefix)
         self.request = request
         self.progress = progress
         self.statuses: dict[str, dict] = {}  # device -> retained status document
@@ -225,7 +218,7 @@ class _Rollout:
         self._lines: dict[str, str] = {}
 
     def request_topic(self, device: str) -> str:
-        return f"{self.prefix}/{device}/deploy/request"
+        return self.topics.deploy_request(device)
 
     def say(self, device: str, text: str) -> None:
         if self.progress is not None and self._lines.get(device) != text:
@@ -244,18 +237,19 @@ class _Rollout:
                 return
 
     def _handle(self, topic: str, payload: bytes) -> None:
-        if not topic.startswith(self.prefix + "/") or not payload:
+        parsed = self.topics.parse(topic)
+        if parsed is None or not payload:
             return
-        device, _, rest = topic[len(self.prefix) + 1:].partition("/")
+        device, kind, _ = parsed
         try:
             document = json.loads(payload)
         except ValueError:
             return
         if not isinstance(document, dict):
             return
-        if rest == "status":
+        if kind == "status":
             self.statuses[device] = document
-        elif rest == "deploy/status" and document.get("deployment_id") == self.request["deployment_id"]:
+        elif kind == "deploy" and document.get("deployment_id") == self.request["deployment_id"]:
             self._deploy_status(device, document)
 
     def _deploy_status(self, device: str, document: dict) -> None:
@@ -339,7 +333,7 @@ def deploy_bundle(
     connection.connect()
     try:
         rollout = _Rollout(connection, prefix, request, progress)
-        connection.subscribe([f"{prefix}/+/status", f"{prefix}/+/deploy/status"])
+        connection.subscribe([rollout.topics.status_filter, rollout.topics.deploy_status_filter])
         rollout.pump(time.monotonic() + (DISCOVERY_S if group else 0.2))
         targets = list(dict.fromkeys(devices or []))
         if group:
@@ -350,7 +344,7 @@ def deploy_bundle(
         rollout.outcomes = {device: DeviceOutcome(device, chunks=request["chunks"]) for device in targets}
 
         data, topic = bundle.data, request["chunk_topic"]
-        infos = [connection.publish(f"{topic}/{index}", data[start:start + chunk_size])
+        infos = [connection.publish(FleetTopics.chunk(topic, index), data[start:start + chunk_size])
                  for index, start in enumerate(range(0, len(data), chunk_size))]
         _wait_published(infos, max(timeout_s, 30.0), f"the {len(infos)} chunks")
 
@@ -367,7 +361,8 @@ def deploy_bundle(
                     _withdraw(rollout, unhappy)
                     break
         if not result.pending:  # nobody will fetch the chunks any more
-            rollout.cleared += [connection.publish(f"{topic}/{index}", b"") for index in range(request["chunks"])]
+            rollout.cleared += [connection.publish(FleetTopics.chunk(topic, index), b"")
+                                for index in range(request["chunks"])]
         _wait_published(rollout.cleared, CONNECT_TIMEOUT_S, "the cleared requests and chunks")
         return result
     finally:

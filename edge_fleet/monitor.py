@@ -1,6 +1,6 @@
 """Subscribe to a fleet's topics and feed every message into a `FleetState`.
 
-Subscriptions (docs/fleet-protocol.md, "Monitors"):
+Subscriptions (docs/fleet-protocol.md, "Monitors"; the filters are the contract's `FleetTopics`):
 - `<prefix>/+/status` is never shared: it is retained, and every monitor must learn every device from it;
 - `<prefix>/+/stats`, `<prefix>/+/drift/+`, `<prefix>/+/deploy/status` carry the volume; with `share_group`
   they are subscribed as `$share/<group>/...`, so the broker gives each message to one monitor of the group
@@ -21,24 +21,28 @@ import threading
 import time
 import uuid
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge_fleet.mqtt_loop import ClientLoop, FastClient, parse_broker_url
+from edge_fleet.mqtt_loop import ClientLoop, fast_client
 from edge_fleet.state import FleetState
+from edge_runtime.contract import FLEET_KINDS, FleetTopics, kind_of, parse_broker_url
+from edge_runtime.mqtt_client import ClientSettings
 
 log = logging.getLogger("edge_fleet.monitor")
 
-KINDS = ("status", "stats", "drift", "deploy")
+KINDS = FLEET_KINDS
+#: where a password for a user name in the broker URL comes from (never the URL: see contract/broker.py)
+PASSWORD_ENV = "EDGE_FLEET_MQTT_PASSWORD"
 
 
 def subscriptions(prefix: str, share_group: str | None) -> list[tuple[str, int]]:
     """(topic filter, qos) of a monitor; the high-rate ones shared when `share_group` is set."""
     shared = f"$share/{share_group}/" if share_group else ""
-    return [(f"{prefix}/+/status", 1), (f"{shared}{prefix}/+/stats", 1), (f"{shared}{prefix}/+/drift/+", 1),
-            (f"{shared}{prefix}/+/deploy/status", 1)]
+    topics = FleetTopics(prefix)
+    return [(topics.status_filter, 1), (f"{shared}{topics.stats_filter}", 1), (f"{shared}{topics.drift_filter}", 1),
+            (f"{shared}{topics.deploy_status_filter}", 1)]
 
 
 class FleetMonitor:
@@ -50,7 +54,8 @@ class FleetMonitor:
         if share_group is not None and (not share_group or any(c in share_group for c in "/+#")):
             raise ValueError(f"share group {share_group!r}: a non-empty name without '/', '+' or '#'")
         self.broker_url = broker_url
-        self.host, self.port, self.tls = parse_broker_url(broker_url)
+        self.address = parse_broker_url(broker_url)
+        self.host, self.port, self.tls = self.address.host, self.address.port, self.address.tls
         self.state = state
         self.share_group = share_group
         self.prefix = prefix
@@ -62,14 +67,13 @@ class FleetMonitor:
         self._connects = 0
         self._subscribed = threading.Event()
         self._loop = ClientLoop(name=f"fleet-monitor-{self.client_id}")
-        client = self._client = FastClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                           protocol=mqtt.MQTTv5)
-        url_user, url_password = _credentials(broker_url)
-        username, password = username or url_user, password or url_password
-        if username or password:
-            client.username_pw_set(username, password)
-        if self.tls:  # the system's CAs, or a private CA from ca_file / $EDGE_FLEET_CA_FILE
-            client.tls_set(ca_certs=ca_file or os.environ.get("EDGE_FLEET_CA_FILE") or None)
+        username = username or self.address.username
+        if password is None and username:  # the password of the URL's user: from the environment, not the URL
+            password = os.environ.get(PASSWORD_ENV) or None
+        # TLS: the system's CAs, or a private CA from ca_file / $EDGE_FLEET_CA_FILE
+        client = self._client = fast_client(ClientSettings(
+            self.address, self.client_id, protocol="5", username=username, password=password,
+            ca_file=ca_file or os.environ.get("EDGE_FLEET_CA_FILE") or None, keepalive_s=keepalive))
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
@@ -129,32 +133,13 @@ class FleetMonitor:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         """The fast path: count by kind, hand to the state. Counters are only written on this thread."""
         topic = message.topic
-        kind = _kind(topic)
+        kind = kind_of(topic)
         if kind is None:
             self._other += 1
             return
         self._received[kind] += 1
         if self.state.ingest(topic, message.payload, message.retain) is None and message.payload:
             self._garbage += 1
-
-
-def _credentials(url: str) -> tuple[str | None, str | None]:
-    """`mqtt://user:password@host` (the password may also come from EDGE_FLEET_MQTT_PASSWORD, which keeps it out
-    of the process list)."""
-    parsed = urlparse(url if "://" in url else f"mqtt://{url}")
-    password = parsed.password or os.environ.get("EDGE_FLEET_MQTT_PASSWORD") if parsed.username else None
-    return (unquote(parsed.username) if parsed.username else None), (unquote(password) if password else None)
-
-
-def _kind(topic: str) -> str | None:
-    """status | stats | drift | deploy from the topic's shape (cheaper than a full parse)."""
-    if topic.endswith("/stats"):
-        return "stats"
-    if topic.endswith("/status"):
-        return "deploy" if topic.endswith("/deploy/status") else "status"
-    if "/drift/" in topic:
-        return "drift"
-    return None
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> bool:

@@ -11,6 +11,8 @@ until the loop flushes it after a burst, so the PUBACKs of a burst leave in one 
 monitor process ingests (see docs/benchmarks.md).
 
 Everything that touches a client runs on the loop thread; other threads hand work over with `call_soon`.
+Clients are made by `fast_client` through the shared factory (edge_runtime/mqtt_client.py), which configures
+credentials and TLS as for the daemon; only the socket and the loop are this module's own.
 """
 
 from __future__ import annotations
@@ -27,25 +29,15 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+
+from edge_runtime.mqtt_client import ClientSettings, create_client
 
 log = logging.getLogger("edge_fleet.mqtt")
 
 RECV_SIZE = 256 * 1024
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-
-def parse_broker_url(url: str) -> tuple[str, int, bool]:
-    """`mqtt://host:port` or `mqtts://host:port` (a bare `host:port` means mqtt) -> (host, port, tls)."""
-    parsed = urlparse(url if "://" in url else f"mqtt://{url}")
-    if parsed.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ValueError(f"broker url {url!r}: the scheme must be mqtt:// or mqtts://")
-    tls = parsed.scheme in ("mqtts", "ssl")
-    if not parsed.hostname:
-        raise ValueError(f"broker url {url!r} names no host")
-    return parsed.hostname, parsed.port or (8883 if tls else 1883), tls
 
 
 class BufferedSocket:
@@ -146,6 +138,12 @@ class FastClient(mqtt.Client):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.fleet_sock = BufferedSocket(sock, self.fleet_loop._mark_dirty)
         return self.fleet_sock
+
+
+def fast_client(settings: ClientSettings, **kwargs: Any) -> FastClient:
+    """A FastClient configured from `settings` (protocol, client id, credentials, TLS) by the shared factory.
+    TCP_NODELAY is set by `FastClient._create_socket` itself, before paho writes CONNECT."""
+    return create_client(settings, FastClient, **kwargs)
 
 
 class ClientLoop:

@@ -1,9 +1,10 @@
 """`edge-fleet simulate`: N simulated daemons in one process, speaking the daemon's topics (docs/fleet-protocol.md).
 
-For load tests and demos of `watch` and `serve` without a thousand boards. Each device has its own MQTT
-connection, because the last will is per connection: kill the process (SIGKILL) and the broker publishes
-`offline` for every device, exactly as when boards lose power. SIGTERM (or the end of `--duration`) is the
-clean exit: every device publishes `stopped`, then disconnects.
+For load tests and demos of `watch` and `serve` without a thousand boards. Topics, the status document, the last
+will and the other documents come from the contract (edge_runtime/contract), so they are the daemon's. Each
+device has its own MQTT connection, because the last will is per connection: kill the process (SIGKILL) and the
+broker publishes `offline` for every device, exactly as when boards lose power. SIGTERM (or the end of
+`--duration`) is the clean exit: every device publishes `stopped`, then disconnects.
 
 All devices run on one `ClientLoop` thread (epoll, not one thread and `select()` per client, which stops at
 file descriptor 1023), so 1,000 devices at 1 Hz use a fraction of one core.
@@ -32,8 +33,18 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from edge_fleet.mqtt_loop import ClientLoop, FastClient, parse_broker_url
+from edge_fleet.mqtt_loop import ClientLoop, fast_client
 from edge_runtime import __version__
+from edge_runtime.contract import (
+    DeviceTopics,
+    DriftDocument,
+    PredictionDocument,
+    StatsDocument,
+    offline_will,
+    parse_broker_url,
+    status_document,
+)
+from edge_runtime.mqtt_client import ClientSettings
 
 log = logging.getLogger("edge_fleet.simulate")
 
@@ -65,14 +76,14 @@ class SimDevice:
         self.drift_sent = 0
         self.ticking = False
         self.drift_state = "ok"
-        base = f"{sim.prefix}/{device_id}"
-        self.topic_status, self.topic_stats = f"{base}/status", f"{base}/stats"
-        self.topic_prediction, self.topic_drift = f"{base}/predictions/{MODEL}", f"{base}/drift/{MODEL}"
-        client = self.client = FastClient(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-runtime-{device_id}",
-                                          protocol=mqtt.MQTTv311, clean_session=True)
+        topics = DeviceTopics(sim.prefix, device_id)
+        self.topic_status, self.topic_stats = topics.status, topics.stats
+        self.topic_prediction, self.topic_drift = topics.predictions(MODEL), topics.drift(MODEL)
+        # the daemon's client id and protocol (MQTT 3.1.1, clean session)
+        client = self.client = fast_client(ClientSettings(sim.address, f"edge-runtime-{device_id}",
+                                                          keepalive_s=sim.keepalive))
         client.max_inflight_messages_set(1000)  # `stopped` must never wait behind a full window at exit
-        will = {"state": "offline", "schema": 1, "device_id": device_id, "group": sim.group}  # as the daemon's
-        client.will_set(self.topic_status, json.dumps(will), 1, True)
+        client.will_set(self.topic_status, json.dumps(offline_will(device_id, sim.group)), 1, True)
         client.on_connect = self._on_connect
 
     # -- messages -----------------------------------------------------------------------------------------------
@@ -80,19 +91,19 @@ class SimDevice:
         backend = ({"active": "onnxruntime:CPUExecutionProvider", "degraded": True,
                     "reason": "TensorrtExecutionProvider: libnvinfer.so.8 not found"} if self.degraded else
                    {"active": "onnxruntime:CPUExecutionProvider", "degraded": False, "reason": None})
-        return json.dumps({
-            "state": state, "schema": 1, "device_id": self.device_id, "version": __version__, "ts": time.time(),
-            "board": self.board, "group": self.sim.group, "simulated": True,
-            "models": [{"name": MODEL, "version": self.sim.model_version, "model_sha256": self.sim.model_sha256,
-                        "precision": "int8", "backend": backend, "drift": "enabled"}],
-        }).encode()
+        return json.dumps(status_document(
+            state, device_id=self.device_id, group=self.sim.group, version=__version__, board=self.board,
+            simulated=True,
+            models=[{"name": MODEL, "version": self.sim.model_version, "model_sha256": self.sim.model_sha256,
+                     "precision": "int8", "backend": backend, "drift": "enabled"}],
+        )).encode()
 
     def stats(self, now: float) -> bytes:
         rng, rate = self.rng, self.sim.rate_hz
         p50 = BOARDS[self.board][0] * (3.0 if self.degraded else 1.0) * rng.uniform(0.9, 1.1)
         if rng.random() < 0.01:
             self.invalid += 1
-        return json.dumps({
+        document: StatsDocument = {
             "ts": now, "device_id": self.device_id, "interval_s": 1.0 / rate,
             "models": {MODEL: {
                 "throughput_per_s": round(rate * rng.uniform(0.97, 1.03), 3),
@@ -104,22 +115,27 @@ class SimDevice:
             "device": {"cpu_percent": round(rng.uniform(15, 45), 1),
                        "temperature_c": round(BOARDS[self.board][1] + rng.uniform(-2, 6), 1),
                        "rss_mb": round(rng.uniform(90, 110), 1)},
-        }).encode()
+        }
+        return json.dumps(document).encode()
 
     def prediction(self, now: float) -> bytes:
         self.seq += 1
         label = self.rng.randrange(len(LABELS))
-        return json.dumps({"seq": self.seq, "ts": now, "model": MODEL, "label": LABELS[label], "class": label,
-                           "score": round(self.rng.uniform(0.6, 0.99), 3),
-                           "latency_ms": round(BOARDS[self.board][0] * self.rng.uniform(0.9, 1.2), 3)}).encode()
+        document: PredictionDocument = {
+            "seq": self.seq, "ts": now, "model": MODEL, "label": LABELS[label], "class": label,
+            "score": round(self.rng.uniform(0.6, 0.99), 3),
+            "latency_ms": round(BOARDS[self.board][0] * self.rng.uniform(0.9, 1.2), 3)}
+        return json.dumps(document).encode()
 
     def drift(self) -> bytes:
         top = self._top_channels()
         channels = {name: {"psi": round(0.4 if name in top else self.rng.uniform(0, 0.05), 4),
                            "level": "drift" if name in top else "ok"} for name in CHANNELS}
-        return json.dumps({"state": self.drift_state, "window": {"size": 600, "filled": 600},
-                           "channels": channels, "top_channels": top, "missing_share": 0.0,
-                           "reasons": [f"{name} psi 0.4 >= 0.25" for name in top]}).encode()
+        document: DriftDocument = {
+            "state": self.drift_state, "window": {"size": 600, "filled": 600},
+            "channels": channels, "top_channels": top, "missing_share": 0.0,
+            "reasons": [f"{name} psi 0.4 >= 0.25" for name in top]}
+        return json.dumps(document).encode()
 
     def _top_channels(self) -> list[str]:
         return ["acc_z", "gyro_x"] if self.drift_state == "drift" else []
@@ -169,7 +185,8 @@ class Simulator:
                  connect_rate: float = 1000.0):
         if devices < 1 or rate_hz <= 0:
             raise ValueError("--devices must be at least 1 and --rate-hz above 0")
-        self.host, self.port, self.tls = parse_broker_url(broker_url)
+        self.address = parse_broker_url(broker_url)
+        self.host, self.port, self.tls = self.address.host, self.address.port, self.address.tls
         self.rate_hz, self.keepalive, self.prefix, self.group, self.seed = rate_hz, keepalive, prefix, group, seed
         self.connect_rate = connect_rate
         self.started = time.monotonic()
@@ -181,9 +198,7 @@ class Simulator:
         self.devices = [SimDevice(self, index, f"{id_prefix}-{index + 1:0{width}d}") for index in range(devices)]
 
     def start(self) -> None:
-        for index, device in enumerate(self.devices):
-            if self.tls:
-                device.client.tls_set()
+        for index, device in enumerate(self.devices):  # TLS (mqtts://) is configured by the client factory
             self.loop.add(device.client, self.host, self.port, self.keepalive, delay=index / self.connect_rate)
         self.loop.start()
 

@@ -1,4 +1,5 @@
-"""What the fleet looks like, built from the devices' MQTT messages (docs/fleet-protocol.md).
+"""What the fleet looks like, built from the devices' MQTT messages (docs/fleet-protocol.md; topics and the status
+schema version are the contract's, edge_runtime/contract).
 
 `FleetState.ingest` is the fast path: every status, stats, drift and deploy message of the fleet goes through it,
 more than 10,000 a second in one process, so it does one `split`, one `json.loads` and a few dict updates, and
@@ -22,10 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_runtime.contract import DEVICE_STATES, STATUS_SCHEMA, FleetTopics
+
 log = logging.getLogger("edge_fleet.state")
 
-SCHEMA = 1  # the newest status schema this module understands
-STATES = ("online", "offline", "stopped")
+SCHEMA = STATUS_SCHEMA  # the newest status schema this module understands: the contract's
+STATES = DEVICE_STATES
 Listener = Callable[[str, str], None]
 _NUMBER = (int, float)
 
@@ -218,6 +221,7 @@ class FleetState:
 
     def __init__(self, prefix: str = "edge", stale_after_s: float | None = None):
         self.prefix = prefix
+        self.topics = FleetTopics(prefix)
         self.stale_after_s = stale_after_s
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceState] = {}
@@ -229,20 +233,10 @@ class FleetState:
     # -- the fast path -------------------------------------------------------------------------------------------
     def ingest(self, topic: str, payload: bytes, retained: bool = False, now: float | None = None) -> str | None:
         """Apply one message; the device id it touched, or None (not a fleet topic, or garbage)."""
-        parts = topic.split("/")
-        count = len(parts)
-        if count < 3 or count > 4 or parts[0] != self.prefix:
+        parsed = self.topics.parse(topic)
+        if parsed is None:
             return None
-        device_id, kind = parts[1], parts[2]
-        if count == 3:
-            if kind != "stats" and kind != "status":
-                return None
-        elif kind == "deploy" and parts[3] == "status":
-            kind = "deploy"
-        elif kind != "drift" or not parts[3]:
-            return None
-        if not device_id:
-            return None
+        device_id, kind, model_name = parsed
         if now is None:
             now = time.time()
         try:
@@ -256,7 +250,7 @@ class FleetState:
             elif kind == "status":
                 changed = self._apply_status(device_id, document, retained, now)
             elif kind == "drift":
-                changed = self._apply_drift(device_id, parts[3], document, now)
+                changed = self._apply_drift(device_id, model_name, document, now)
             else:
                 changed = self._apply_deploy(device_id, document, now)
         except (ValueError, Garbage, TypeError, AttributeError, RecursionError) as exc:  # ValueError: JSON, UTF-8

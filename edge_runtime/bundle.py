@@ -17,12 +17,10 @@ Errors: `BundleError` for anything wrong with a bundle; `BundleSignatureError` (
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -33,6 +31,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edge_runtime.atomic import atomic_writer
 from edge_runtime.card import Strict
 from edge_runtime.signing import SignatureError, sign_bytes, verify_signature
 from edge_runtime.yaml_source import describe_errors
@@ -268,28 +267,13 @@ def write_bundle(
         entries.append((SIGNATURE, signature.encode("utf-8")))
     entries += [(name, bytes(members[name])) for name in sorted(members)]
 
-    temporary: str | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as handle:
-            temporary = handle.name
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for name, data in entries:
-                    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    archive.writestr(info, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # NamedTemporaryFile makes 0600; a bundle is not a secret
-        os.replace(temporary, path)
-    except BaseException:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
+    # mode 0644: a bundle is not a secret (a temp file is made 0600)
+    with atomic_writer(path, mode=0o644) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
     return final
 
 
@@ -302,16 +286,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     return value
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable across a power cut (best effort: not every platform allows it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class Bundle:

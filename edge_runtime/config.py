@@ -15,12 +15,12 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 
 from edge_runtime.backends import backend_config_union
 from edge_runtime.card import Strict
+from edge_runtime.contract.broker import BrokerAddress, parse_broker_url
 from edge_runtime.sources import source_config_union
 from edge_runtime.yaml_source import load_model
 
@@ -33,10 +33,11 @@ class TlsConfig(Strict):
 
 
 class BrokerConfig(Strict):
-    """The MQTT broker; `url` is mqtt://host:port or mqtts://host:port."""
+    """The MQTT broker; `url` is mqtt://host:port or mqtts://host:port, parsed by the contract's one parser (the
+    fleet tool accepts and refuses the same URLs)."""
 
     url: str
-    username: str | None = None
+    username: str | None = Field(None, description="default: the user name in the url, if any")
     password_env: str | None = Field(None, description="environment variable holding the password")
     password_file: Path | None = Field(None, description="file holding the password (e.g. a systemd credential)")
     tls: TlsConfig | None = None
@@ -48,25 +49,24 @@ class BrokerConfig(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parsed = urlparse(value)
-        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-            raise ValueError(f"broker url must look like mqtt://host:1883 or mqtts://host:8883, got {value!r}")
-        if parsed.password:
-            raise ValueError("no credentials inside the url: use username with password_env or password_file")
+        parse_broker_url(value)  # BrokerUrlError is a ValueError: pydantic reports it at the `url` key
         return value
 
     @property
+    def address(self) -> BrokerAddress:
+        return parse_broker_url(self.url)
+
+    @property
     def host(self) -> str:
-        return urlparse(self.url).hostname or "localhost"
+        return self.address.host
 
     @property
     def port(self) -> int:
-        parsed = urlparse(self.url)
-        return parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+        return self.address.port
 
     @property
     def uses_tls(self) -> bool:
-        return urlparse(self.url).scheme == "mqtts" or self.tls is not None
+        return self.address.tls or self.tls is not None
 
     def password(self) -> str | None:
         import os

@@ -1,20 +1,16 @@
 """The daemon: load every model, connect to the broker, start the sources, publish until told to stop.
 
-Topics (prefix `edge` configurable):
-    edge/<device>/status              retained: online | offline (last will) | stopped (clean exit)
-    edge/<device>/predictions/<model> one message per window, with a per-model seq that survives restarts
-    edge/<device>/stats               periodic health
-    edge/<device>/errors              rejected inputs and failures, rate-limited
-    edge/<device>/drift/<model>       drift metrics every interval and at once when the state changes
-    edge/<device>/cmd/<name>          commands (info, reload) -> edge/<device>/cmd/<name>/result
-    edge/<device>/deploy/request      retained: a bundle to fetch in chunks and install -> deploy/status
+Topics and documents (status, stats, predictions, drift, errors, commands, deployments) are those of the wire
+contract, `edge_runtime.contract` (table in docs/fleet-protocol.md). The running models are owned by
+`control.models.RunningModels`; the command handler and the deploy receiver get it, the link's publish and the
+topics, not the daemon. The daemon wires them together, runs the periodic stats and drift reports, and drains on
+stop.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 import threading
 import time
@@ -22,9 +18,11 @@ from pathlib import Path
 
 from edge_runtime import __version__, systemd
 from edge_runtime.board import Board, load_board
-from edge_runtime.commands import CommandHandler
 from edge_runtime.config import DaemonConfig, ModelConfig
-from edge_runtime.deploy_receiver import DeployReceiver
+from edge_runtime.contract import TOPIC_LEVEL, DeviceTopics, StatsDocument, offline_will, status_document
+from edge_runtime.control.commands import CommandHandler
+from edge_runtime.control.deploy import DeployReceiver
+from edge_runtime.control.models import RunningModels
 from edge_runtime.error_reporter import ErrorReporter
 from edge_runtime.metrics import DeviceStats
 from edge_runtime.model_loader import LoadedModel, load_bundle_model
@@ -37,40 +35,19 @@ from edge_runtime.spool import Spool
 
 log = logging.getLogger("edge_runtime.daemon")
 
-#: a model name becomes a topic level (`predictions/<model>`): no `/`, `+`, `#`, spaces or empty names
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-#: version of the status document (docs/fleet-protocol.md)
-STATUS_SCHEMA = 1
 #: how often `wait` looks at `stop_requested` (set by a signal handler)
 STOP_POLL_S = 0.2
-
-
-class Topics:
-    def __init__(self, prefix: str, device_id: str):
-        self.base = f"{prefix}/{device_id}"
-        self.status = f"{self.base}/status"
-        self.stats = f"{self.base}/stats"
-        self.errors = f"{self.base}/errors"
-        self.commands = f"{self.base}/cmd/+"
-
-    def predictions(self, model: str) -> str:
-        return f"{self.base}/predictions/{model}"
-
-    def drift(self, model: str) -> str:
-        return f"{self.base}/drift/{model}"
-
-    def command_result(self, name: str) -> str:
-        return f"{self.base}/cmd/{name}/result"
 
 
 class Daemon:
     def __init__(self, config: DaemonConfig):
         self.config = config
-        self.topics = Topics(config.topic_prefix, config.device_id)
+        self.topics = DeviceTopics(config.topic_prefix, config.device_id)
         self.board: Board = load_board(config.board)
         self.trusted_keys = load_trusted_keys(config.security.trusted_keys) if config.security.trusted_keys else None
         self.device = DeviceStats(self.board.thermal_zone)
-        self.workers: dict[str, ModelWorker] = {}
+        self.models = RunningModels(self._load_bundle, config.security.require_signature,
+                                    on_change=self._publish_online)
         self.sources: dict[str, Source] = {}
         self.started = time.time()
         self._stop = threading.Event()
@@ -84,24 +61,23 @@ class Daemon:
         self.deployer: DeployReceiver | None = None
         self._link_started = False
 
+    @property
+    def workers(self) -> dict[str, ModelWorker]:
+        """The model workers by name (owned by `self.models`)."""
+        return self.models.workers
+
     # -- models -------------------------------------------------------------------------------------------------
-    def load_model(self, config: ModelConfig, bundle: Path | None = None,
-                   require_signature: bool | None = None) -> LoadedModel:
-        """Load, verify (checksums, signature, golden output) and warm up one bundle; `require_signature`
-        overrides the config's policy (a deployment over MQTT is stricter than a local file)."""
-        if require_signature is None:
-            require_signature = self.config.security.require_signature
+    def _load_bundle(self, config: ModelConfig, bundle: Path, require_signature: bool) -> LoadedModel:
+        """The loader of `RunningModels`: verify (checksums, signature, golden output) and warm up one bundle on
+        this board's backends."""
         return load_bundle_model(
-            bundle or config.bundle,
+            bundle,
             name=config.name,
             backends=config.backends,
             board=self.board,
             trusted_keys=self.trusted_keys,
             require_signature=require_signature,
         )
-
-    def model_config(self, name: str) -> ModelConfig:
-        return next(config for config in self.config.models if (config.name or self.workers[name].name) == name)
 
     # -- publishing ---------------------------------------------------------------------------------------------
     def _publish_predictions(self, model: str, payloads: list[bytes]) -> None:
@@ -116,21 +92,13 @@ class Daemon:
         self.link.publish(self.topics.errors, payload, qos=self.config.publish.errors_qos)
 
     def status(self, state: str) -> bytes:
-        document = {
-            "state": state,
-            "schema": STATUS_SCHEMA,
-            "device_id": self.config.device_id,
-            "group": self.config.group,
-            "version": __version__,
-            "ts": time.time(),
-            "host": socket.gethostname(),
-            "board": self.board.name,
-            "started": self.started,
-            "models": [worker.describe() for worker in self.workers.values()],
-        }
+        config = self.config
+        document = status_document(state, device_id=config.device_id, group=config.group, version=__version__,
+                                   host=socket.gethostname(), board=self.board.name, started=self.started,
+                                   models=self.models.describe())
         return json.dumps(document).encode()
 
-    def stats(self, advance: bool = True) -> dict:
+    def stats(self, advance: bool = True) -> StatsDocument:
         """Health numbers; `advance=False` (the `info` command) leaves the periodic throughput and CPU intervals
         alone, so a look in between does not change what the next `stats` message says."""
         models = {}
@@ -160,40 +128,44 @@ class Daemon:
             "errors_suppressed": errors.suppressed if errors else 0,
         }
 
-    def _on_connect(self) -> None:
-        self.link.publish_direct(self.topics.status, self.status("online"), qos=1, retain=True)
+    def _publish_online(self) -> None:
+        """The retained `online` status: at every connect, and after an install changed a model."""
+        if self.link is not None:
+            self.link.publish_direct(self.topics.status, self.status("online"), qos=1, retain=True)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
         config = self.config
         self.spool = Spool(config.spool.path, config.spool.max_messages)
-        # the group is in the will too: `edge-fleet deploy --group` must find a device that is offline right now
-        offline = {"state": "offline", "schema": STATUS_SCHEMA, "device_id": config.device_id, "group": config.group}
+        offline = offline_will(config.device_id, config.group)
         will = WillMessage(self.topics.status, json.dumps(offline).encode(), qos=1, retain=True)
         client_id = config.broker.client_id or f"edge-runtime-{config.device_id}"
-        self.link = MqttLink(config.broker, client_id, self.spool, will=will, on_connect=self._on_connect)
+        self.link = MqttLink(config.broker, client_id, self.spool, will=will, on_connect=self._publish_online)
         self.errors = ErrorReporter(self._publish_error, config.publish.errors_per_second, config.device_id)
         for model_config in config.models:
-            model = self.load_model(model_config)
+            model = self.models.load(model_config)
             try:
-                if not MODEL_NAME.match(model.name):
+                if not TOPIC_LEVEL.match(model.name):
                     origin = "`name` in the config" if model_config.name else f"the name in {model_config.bundle}"
                     raise ValueError(f"model name {model.name!r} ({origin}) cannot be part of an MQTT topic: use "
                                      "letters, digits, '_', '.' and '-', starting with a letter or digit")
-                if model.name in self.workers:
+                if model.name in self.models:
                     raise ValueError(f"two models are named '{model.name}': give one of them a `name`")
-                self.workers[model.name] = ModelWorker(
+                self.models.add(ModelWorker(
                     model, model_config, publish=self._publish_predictions, reserve_seqs=self.spool.next_seqs,
                     errors=self.errors, publish_drift=self._publish_drift,
-                )
+                ))
             except BaseException:
                 model.close()
                 raise
-        self.commands = CommandHandler(self)
+        self.commands = CommandHandler(self.models, self.link.publish, self.topics, board=self.board.name,
+                                       stats=self.stats)
         # a retained command would run again after every reconnect: only live commands count
         self.link.subscribe(self.topics.commands, 1, self.commands.handle, retained=False)
         if config.deploy.enabled:  # subscribes before the link starts: the retained request comes with the connect
-            self.deployer = DeployReceiver(self)
+            self.deployer = DeployReceiver(self.models, self.link.publish, self.link, self.topics, config.deploy,
+                                           folder=Path(config.spool.path).parent / "deploy",
+                                           can_verify=bool(self.trusted_keys))
             self.deployer.start()
         self._link_started = True
         self.link.start()

@@ -1,7 +1,8 @@
 """Rejected inputs and failures: always counted, published on the errors topic at a bounded rate.
 
 A sensor that sends garbage at 1 kHz must not flood the broker, and must not disappear either: what the rate
-limit holds back is counted and said in the next message that goes out.
+limit holds back is counted and said in the next message that goes out. The message is the contract's
+`ErrorDocument`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import threading
 import time
 from collections.abc import Callable
+
+from edge_runtime.contract import error_document
 
 
 class ErrorReporter:
@@ -41,11 +44,6 @@ class ErrorReporter:
                 return
             suppressed, self.suppressed = self.suppressed, 0
             self.reported += 1
-        message = {"ts": time.time(), "device_id": self.device_id, "reason": reason, "detail": detail}
-        if model:
-            message["model"] = model
-        if source:
-            message["source"] = source
-        if suppressed:
-            message["suppressed_before"] = suppressed
+        message = error_document(self.device_id, reason, detail, model=model, source=source,
+                                 suppressed_before=suppressed)
         self._publish(json.dumps(message).encode())

@@ -18,9 +18,7 @@ runs before paho re-sends its held messages, so subscriptions and the generation
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 import time
 from collections import deque
@@ -31,6 +29,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_runtime.config import BrokerConfig
+from edge_runtime.mqtt_client import ClientSettings, create_client
 from edge_runtime.spool import Spool
 
 log = logging.getLogger("edge_runtime.mqtt")
@@ -68,18 +67,24 @@ class _Skipped:
         return True
 
 
+def client_settings(broker: BrokerConfig, client_id: str) -> ClientSettings:
+    """The daemon's config as the shared client settings: MQTT 3.1.1, clean sessions, TCP_NODELAY (with Nagle's
+    algorithm a prediction can wait for the broker's delayed ACK on an idle connection)."""
+    tls = broker.tls
+    username = broker.username or broker.address.username
+    return ClientSettings(
+        broker.address, client_id, username=username, password=broker.password() if username else None,
+        tls=broker.uses_tls, ca_file=tls.ca_file if tls else None, cert_file=tls.cert_file if tls else None,
+        key_file=tls.key_file if tls else None, tls_insecure=bool(tls and tls.insecure),
+        keepalive_s=broker.keepalive_s, no_delay=True,
+    )
+
+
 def _check_topic(topic: str, qos: int) -> None:
     if not topic or "+" in topic or "#" in topic:
         raise ValueError(f"cannot publish to {topic!r}: a topic name must be non-empty and without wildcards")
     if qos not in (0, 1, 2):
         raise ValueError(f"qos must be 0, 1 or 2, got {qos}")
-
-
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """Send small MQTT packets at once: with Nagle's algorithm a prediction can wait for the broker's delayed
-    ACK (tens of milliseconds) on an otherwise idle connection."""
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class MqttLink:
@@ -98,15 +103,12 @@ class MqttLink:
         self.spool = spool
         self.will = will
         self._on_connect_hook = on_connect
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True
-        )
+        self._client = create_client(client_settings(broker, client_id))
         self._client.on_connect = self._handle_connect
         self._client.on_connect_fail = self._handle_connect_fail
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_publish = self._handle_publish
         self._client.on_message = self._handle_message
-        self._client.on_socket_open = _no_delay
         self._client.max_inflight_messages_set(WINDOW)
         self._client.max_queued_messages_set(PAHO_QUEUE)
 
@@ -131,16 +133,6 @@ class MqttLink:
     def start(self) -> None:
         """Connect in the background: a broker that is down now is retried with backoff, not an error."""
         broker, client = self.broker, self._client
-        if broker.username:
-            client.username_pw_set(broker.username, broker.password())
-        if broker.uses_tls:
-            tls = broker.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls and tls.key_file else None,
-            )
-            client.tls_insecure_set(bool(tls and tls.insecure))
         if self.will is not None:
             client.will_set(self.will.topic, self.will.payload, self.will.qos, self.will.retain)
         client.reconnect_delay_set(broker.reconnect_min_s, broker.reconnect_max_s)

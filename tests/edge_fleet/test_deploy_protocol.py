@@ -25,7 +25,7 @@ from edge_fleet.deploy import (
     deploy_bundle,
     main_deploy,
 )
-from edge_runtime.deploy_receiver import DeployRequest
+from edge_runtime.contract import DeployRequest
 from tests.support.broker import Collector, MosquittoBroker
 from tests.support.daemon import DaemonProcess, messages, wait_until
 from tests.support.deploy import (

@@ -1,15 +1,17 @@
-"""CommandHandler in-process with a fake daemon: one command thread behind a bounded queue, `info` that does not
-reset the periodic stats, `reload` refusing a bundle whose input has another shape."""
+"""CommandHandler in-process with its narrow seams (the real RunningModels with a fake bundle loader, a list-backed
+publish function, the contract's topics, a stats provider): one command thread behind a bounded queue, `info` that
+does not reset the periodic stats, `reload` refusing a bundle whose input has another shape."""
 
 from __future__ import annotations
 
 import json
 import threading
-from types import SimpleNamespace
 
 import pytest
 
-from edge_runtime.commands import QUEUE_SIZE, CommandHandler
+from edge_runtime.contract import DeviceTopics
+from edge_runtime.control.commands import QUEUE_SIZE, CommandHandler
+from edge_runtime.control.models import RunningModels
 from tests.edge_runtime.test_model_worker import FEATURES, TIME_SERIES, FakeModel, card, make_worker
 from tests.support.daemon import wait_until
 
@@ -34,26 +36,30 @@ class FakeLink:
             return [body for topic, body in self.published if topic == f"edge/dev-1/cmd/{name}/result"]
 
 
-class FakeDaemon:
+class Device:
+    """What a CommandHandler is given: the model owner (loading `models` in turn), a publish function, the
+    topics, and a stats provider that records how it was called."""
+
     def __init__(self, workers: dict | None = None, models: list | None = None):
         self.link = FakeLink()
-        self.topics = SimpleNamespace(command_result=lambda name: f"edge/dev-1/cmd/{name}/result",
-                                      status="edge/dev-1/status")
-        self.config = SimpleNamespace(device_id="dev-1")
-        self.board = SimpleNamespace(name="x86_64")
-        self.workers = workers or {}
+        self.loaded = list(models or [])
+        self.statuses = 0
+        self.models = RunningModels(lambda config, bundle, require_signature: self.loaded.pop(0),
+                                    on_change=self.status_changed)
+        for worker in (workers or {}).values():
+            self.models.add(worker)
         self.stats_calls: list[dict] = []
-        self.models = list(models or [])
 
     def stats(self, **kwargs) -> dict:
         self.stats_calls.append(kwargs)
         return {"models": {}}
 
-    def status(self, state: str) -> bytes:
-        return json.dumps({"state": state}).encode()
+    def status_changed(self) -> None:
+        self.statuses += 1
 
-    def load_model(self, config, bundle=None):
-        return self.models.pop(0)
+    def handler(self) -> CommandHandler:
+        return CommandHandler(self.models, self.link.publish, DeviceTopics("edge", "dev-1"), board="x86_64",
+                              stats=self.stats)
 
 
 @pytest.fixture
@@ -65,8 +71,8 @@ def handlers():
 
 
 def test_commands_run_on_one_thread_and_a_full_queue_answers_busy(handlers):
-    daemon = FakeDaemon()
-    handler = CommandHandler(daemon)
+    daemon = Device()
+    handler = daemon.handler()
     handlers.append(handler)
     running, release = threading.Event(), threading.Event()
     threads: set[str] = set()
@@ -96,8 +102,8 @@ def test_commands_run_on_one_thread_and_a_full_queue_answers_busy(handlers):
 
 
 def test_a_failing_command_does_not_end_the_command_thread(handlers):
-    daemon = FakeDaemon()
-    handler = CommandHandler(daemon)
+    daemon = Device()
+    handler = daemon.handler()
     handlers.append(handler)
     handler.handle("edge/dev-1/cmd/nope", b"{}")
     handler.handle("edge/dev-1/cmd/info", b"[1, 2]")
@@ -108,8 +114,8 @@ def test_a_failing_command_does_not_end_the_command_thread(handlers):
 
 
 def test_info_does_not_advance_the_periodic_stats(handlers):
-    daemon = FakeDaemon()
-    handler = CommandHandler(daemon)
+    daemon = Device()
+    handler = daemon.handler()
     handlers.append(handler)
     handler.handle("edge/dev-1/cmd/info", b"{}")
     assert wait_until(lambda: daemon.link.results("info"), TIMEOUT)
@@ -120,8 +126,8 @@ def test_reload_refuses_an_input_of_another_shape_and_keeps_the_running_model(ha
     old = FakeModel(card(TIME_SERIES))
     worker = make_worker(old)
     wider = FakeModel(card(TIME_SERIES, window=20), version="2")
-    daemon = FakeDaemon(workers={"fake": worker}, models=[wider])
-    handler = CommandHandler(daemon)
+    daemon = Device(workers={"fake": worker}, models=[wider])
+    handler = daemon.handler()
     handlers.append(handler)
     handler.handle("edge/dev-1/cmd/reload", json.dumps({"bundle": "/tmp/other.bundle"}).encode())
     assert wait_until(lambda: daemon.link.results("reload"), TIMEOUT)
@@ -129,16 +135,18 @@ def test_reload_refuses_an_input_of_another_shape_and_keeps_the_running_model(ha
     assert result["ok"] is False and "window 20" in result["error"] and "10" in result["error"], result
     assert worker.model is old and not old.closed.is_set()
     assert wider.closed.is_set(), "the refused model was left open"
+    assert daemon.statuses == 0, "the status was republished for a refused reload"
 
 
 def test_reload_with_the_same_input_swaps(handlers):
     old = FakeModel(card(FEATURES))
     worker = make_worker(old)
     new = FakeModel(card(FEATURES, normalize={"mean": [0, 0, 0], "std": [1, 1, 1]}), version="2")
-    daemon = FakeDaemon(workers={"fake": worker}, models=[new])
-    handler = CommandHandler(daemon)
+    daemon = Device(workers={"fake": worker}, models=[new])
+    handler = daemon.handler()
     handlers.append(handler)
     handler.handle("edge/dev-1/cmd/reload", b"{}")
     assert wait_until(lambda: daemon.link.results("reload"), TIMEOUT)
     assert daemon.link.results("reload")[0]["ok"] is True
     assert worker.model is new and old.closed.is_set()  # the worker never started: closed at once
+    assert daemon.statuses == 1, "the status was not republished after the swap"

@@ -92,7 +92,7 @@ def test_stop_has_one_deadline_and_keeps_the_spool_open_under_a_live_worker(tmp_
     monkeypatch.setattr(daemon_module, "time", SimpleNamespace(monotonic=lambda: clock[0], time=lambda: clock[0]))
     daemon = Daemon(daemon_config(tmp_path))
     slow, other = FakeWorker("slow", clock, stays_alive=True), FakeWorker("other", clock, stays_alive=False)
-    daemon.workers = {"slow": slow, "other": other}
+    daemon.models.workers.update({"slow": slow, "other": other})
     daemon.spool = FakeSpool()
     daemon.stop(drain_timeout=4.0)
     assert slow.timeouts == [4.0]
@@ -102,7 +102,7 @@ def test_stop_has_one_deadline_and_keeps_the_spool_open_under_a_live_worker(tmp_
 
 def test_stop_closes_the_spool_once_every_worker_ended(tmp_path):
     daemon = Daemon(daemon_config(tmp_path))
-    daemon.workers = {"a": FakeWorker("a", [0.0], stays_alive=False)}
+    daemon.models.workers["a"] = FakeWorker("a", [0.0], stays_alive=False)
     daemon.spool = FakeSpool()
     daemon.stop(drain_timeout=1.0)
     assert daemon.spool.closed

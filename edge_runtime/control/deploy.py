@@ -16,31 +16,31 @@ chunks still missing, and at most `WINDOW` chunks are in flight (flow control fo
 
 Threads: the MQTT handlers run on paho's network thread and only queue the message; one `deploy` thread does the
 hashing, the file writes and the (seconds long) verification and load, so the network loop never stalls.
+
+The receiver gets the model owner (it installs through `RunningModels.install`, like `reload`), a publish
+function, a subscriber, the device's topics and its deploy config (the protocols of `control.seams`), not the
+daemon. Topics and documents (`DeployRequest`, the deploy status) come from the contract.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import queue
 import re
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from edge_runtime.commands import install_bundle, resolve_model
-
-if TYPE_CHECKING:
-    from edge_runtime.daemon import Daemon
+from edge_runtime import atomic
+from edge_runtime.config import DeployConfig
+from edge_runtime.contract import DeployRequest, DeviceTopics, FleetTopics, deploy_refused, deploy_status
+from edge_runtime.control.seams import ModelService, Publish, Subscriber
 
 log = logging.getLogger("edge_runtime.deploy")
 
@@ -52,39 +52,6 @@ PROGRESS_INTERVAL_S = 0.5
 FINISHED_KEEP = 200
 FINISHED_FILE = "finished.json"
 _CHUNK_FILE = re.compile(r"^(\d+)\.chunk$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class DeployRequest(BaseModel):
-    """`<prefix>/<device>/deploy/request`; unknown keys are ignored so a newer fleet tool can add some."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    deployment_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-    bundle_sha256: str = Field(pattern=_SHA256.pattern)
-    size: int = Field(gt=0)
-    chunk_size: int = Field(gt=0)
-    chunks: int = Field(gt=0)
-    chunk_sha256: list[str]
-    chunk_topic: str = Field(min_length=1)
-    model: str | None = None
-    name: str | None = None
-    version: str | None = None
-    ts: float | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DeployRequest:
-        expected = -(-self.size // self.chunk_size)
-        if self.chunks != expected:
-            raise ValueError(f"{self.size} bytes in chunks of {self.chunk_size} make {expected} chunks, "
-                             f"not {self.chunks}")
-        if len(self.chunk_sha256) != self.chunks:
-            raise ValueError(f"{len(self.chunk_sha256)} chunk_sha256 entries for {self.chunks} chunks")
-        if not all(_SHA256.match(digest) for digest in self.chunk_sha256):
-            raise ValueError("every chunk_sha256 entry must be 64 lowercase hex digits")
-        if "+" in self.chunk_topic or "#" in self.chunk_topic or self.chunk_topic.endswith("/"):
-            raise ValueError(f"chunk_topic {self.chunk_topic!r} must be a topic name without wildcards")
-        return self
 
 
 class DeployFailed(Exception):
@@ -108,7 +75,7 @@ class _Transfer:
     cursor: int = 0  # every chunk below it is stored or subscribed: the window moves forward only
 
     def topic(self, index: int) -> str:
-        return f"{self.request.chunk_topic}/{index}"
+        return FleetTopics.chunk(self.request.chunk_topic, index)
 
     @property
     def complete(self) -> bool:
@@ -116,15 +83,21 @@ class _Transfer:
 
 
 class DeployReceiver:
-    """Receives deployments for one daemon; see the module docstring."""
+    """Receives the deployments of one device; see the module docstring.
 
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-        config = daemon.config
-        base = f"{config.topic_prefix}/{config.device_id}/deploy"
-        self.request_topic = f"{base}/request"
-        self.status_topic = f"{base}/status"
-        self.folder = Path(config.spool.path).parent / "deploy"
+    `folder` keeps the chunks of the transfer in progress and the finished ids; `can_verify` says whether the
+    device has trusted keys to check a bundle's signature with.
+    """
+
+    def __init__(self, models: ModelService, publish: Publish, subscriber: Subscriber, topics: DeviceTopics,
+                 config: DeployConfig, folder: Path, can_verify: bool):
+        self.models = models
+        self._publish_raw = publish
+        self.subscriber = subscriber
+        self.topics = topics
+        self.config = config
+        self.can_verify = can_verify
+        self.folder = folder
         self._queue: queue.Queue = queue.Queue()
         self._stopping = False
         self._active: _Transfer | None = None
@@ -137,7 +110,7 @@ class DeployReceiver:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._finished = self._load_finished()
         self._thread.start()
-        self.daemon.link.subscribe(self.request_topic, 1, self._on_request, retained=True)
+        self.subscriber.subscribe(self.topics.deploy_request, 1, self._on_request, retained=True)
 
     def stop(self, timeout: float = 1.0) -> None:
         """End the deploy thread after what it is doing; chunks on disk stay for the next start."""
@@ -179,15 +152,15 @@ class DeployReceiver:
         try:
             document = json.loads(payload)
         except ValueError as exc:
-            self._publish({"deployment_id": None, "state": "failed", "error": f"bad request: not JSON ({exc})"})
+            self._publish(deploy_refused(None, self.topics.device_id, f"bad request: not JSON ({exc})"))
             return
         try:
             request = DeployRequest.model_validate(document)
         except ValidationError as exc:
             deployment_id = document.get("deployment_id") if isinstance(document, dict) else None
             reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
-            self._publish({"deployment_id": deployment_id if isinstance(deployment_id, str) else None,
-                           "state": "failed", "error": f"bad request: {reason}"})
+            self._publish(deploy_refused(deployment_id if isinstance(deployment_id, str) else None,
+                                         self.topics.device_id, f"bad request: {reason}"))
             return
         active = self._active
         if active is not None and active.request.deployment_id == request.deployment_id:
@@ -200,8 +173,8 @@ class DeployReceiver:
             log.info("deployment %s replaced by %s", active.request.deployment_id, request.deployment_id)
             self._abandon(remove=False)
         try:
-            model = resolve_model(self.daemon, request.model)
-            limit = self.daemon.config.deploy.max_bundle_bytes
+            model = self.models.resolve(request.model)
+            limit = self.config.max_bundle_bytes
             if request.size > limit:
                 raise DeployFailed(f"bundle of {request.size} bytes exceeds deploy.max_bundle_bytes ({limit})")
         except (ValueError, DeployFailed) as exc:
@@ -241,7 +214,7 @@ class DeployReceiver:
             transfer.cursor += 1
             if index not in transfer.have:
                 transfer.subscribed.add(index)
-                self.daemon.link.subscribe(transfer.topic(index), 1, self._on_chunk, retained=True)
+                self.subscriber.subscribe(transfer.topic(index), 1, self._on_chunk, retained=True)
 
     def _chunk(self, topic: str, payload: bytes) -> None:
         transfer = self._active
@@ -262,11 +235,13 @@ class DeployReceiver:
             log.warning("deployment %s: chunk %d has the wrong sha256: dropped (%d so far)",
                         transfer.request.deployment_id, index, transfer.bad_chunks)
             return
-        _write_atomically(transfer.folder / f"{index}.chunk", payload, sync=False)
+        # no fsync: a chunk is hashed again when a transfer resumes, so a power cut costs at most a re-fetch, and
+        # an fsync per chunk would be slow on an SD card
+        atomic.write_bytes(transfer.folder / f"{index}.chunk", payload, sync=False)
         transfer.have.add(index)
         transfer.downloaded += 1
         transfer.subscribed.discard(index)
-        self.daemon.link.unsubscribe(transfer.topic(index), self._on_chunk)
+        self.subscriber.unsubscribe(transfer.topic(index), self._on_chunk)
         if transfer.complete:
             self._progress(transfer, force=True)
             self._complete(transfer)
@@ -290,9 +265,8 @@ class DeployReceiver:
             if size != request.size or digest.hexdigest() != request.bundle_sha256:
                 raise DeployFailed(f"the assembled bundle ({size} bytes, sha256 {digest.hexdigest()}) does not "
                                    f"match the request ({request.size} bytes, sha256 {request.bundle_sha256})")
-            model = install_bundle(self.daemon, transfer.model, assembled,
-                                   replace=self.daemon.workers[transfer.model].config.bundle,
-                                   require_signature=self._signature_policy())
+            model = self.models.install(transfer.model, assembled, write_over_configured=True,
+                                        require_signature=self._signature_policy())
         except Exception as exc:  # anything (bad signature, golden mismatch, other input, disk): the old model runs
             log.warning("deployment %s refused: %s", request.deployment_id, exc)
             self._fail(request, transfer.model, str(exc), transfer)
@@ -306,9 +280,9 @@ class DeployReceiver:
 
     def _signature_policy(self) -> bool | None:
         """A bundle from the network must be signed by a trusted key (unless `deploy.require_signature: false`)."""
-        if not self.daemon.config.deploy.require_signature:
+        if not self.config.require_signature:
             return None  # the same policy as a local file (security.require_signature)
-        if not self.daemon.trusted_keys:
+        if not self.can_verify:
             raise DeployFailed("this device has no security.trusted_keys, so it cannot verify a bundle sent over "
                                "MQTT (deploy.require_signature: false accepts unsigned bundles)")
         return True
@@ -332,29 +306,18 @@ class DeployReceiver:
         if transfer is None:
             return
         for index in transfer.subscribed:
-            self.daemon.link.unsubscribe(transfer.topic(index), self._on_chunk)
+            self.subscriber.unsubscribe(transfer.topic(index), self._on_chunk)
         if remove:
             shutil.rmtree(transfer.folder, ignore_errors=True)
 
     # -- reporting ------------------------------------------------------------------------------------------------
     def _document(self, request: DeployRequest, model: str | None, state: str, transfer: _Transfer | None = None,
                   error: str | None = None, **extra: object) -> dict:
-        document = {
-            "deployment_id": request.deployment_id,
-            "device_id": self.daemon.config.device_id,
-            "state": state,
-            "received": len(transfer.have) if transfer else 0,
-            "chunks": request.chunks,
-            "model": model,
-            "sha256": request.bundle_sha256,
-            "error": error,
-            "ts": time.time(),
-        }
-        if transfer is not None:
-            document.update(resumed=transfer.resumed, downloaded=transfer.downloaded,
-                            duplicates=transfer.duplicates, bad_chunks=transfer.bad_chunks)
-        document.update(extra)
-        return document
+        counters = {} if transfer is None else {"resumed": transfer.resumed, "downloaded": transfer.downloaded,
+                                                "duplicates": transfer.duplicates, "bad_chunks": transfer.bad_chunks}
+        return deploy_status(request.deployment_id, self.topics.device_id, state,
+                             received=len(transfer.have) if transfer else 0, chunks=request.chunks, model=model,
+                             sha256=request.bundle_sha256, error=error, **counters, **extra)
 
     def _progress(self, transfer: _Transfer, force: bool = False) -> None:
         now = time.monotonic()
@@ -365,10 +328,8 @@ class DeployReceiver:
     def _publish(self, document: dict) -> None:
         if self._stopping:
             return  # the link and spool are closing
-        document.setdefault("device_id", self.daemon.config.device_id)
-        document.setdefault("ts", time.time())
         try:
-            self.daemon.link.publish(self.status_topic, json.dumps(document).encode(), qos=1)
+            self._publish_raw(self.topics.deploy_status, json.dumps(document).encode(), qos=1)
         except Exception:
             log.exception("cannot publish the deployment status")
 
@@ -387,26 +348,9 @@ class DeployReceiver:
     def _save_finished(self) -> None:
         data = json.dumps({"finished": list(self._finished.values())}).encode()
         try:
-            _write_atomically(self.folder / FINISHED_FILE, data)
+            atomic.write_bytes(self.folder / FINISHED_FILE, data)
         except OSError:
             log.exception("cannot remember the finished deployments")
-
-
-def _write_atomically(path: Path, data: bytes, sync: bool = True) -> None:
-    """A file that is complete or absent. `sync=False` for chunks: they are hashed again when a transfer resumes,
-    so a power cut costs at most a re-fetch, and an fsync per chunk would be slow on an SD card."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            if sync:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 def _sha256_file(path: Path) -> str | None:

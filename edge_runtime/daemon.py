@@ -105,17 +105,10 @@ class Daemon:
         # copies: start() may still be filling these when an early `info` command asks
         workers, sources = list(self.workers.items()), dict(self.sources)
         for name, worker in workers:
-            choice = worker.model.choice
-            models[name] = {
-                **worker.stats.snapshot(advance=advance),
-                "queue_depth": worker.queue_depth,
-                "backend": choice.active,
-                "degraded": choice.degraded,
-                "degraded_reason": choice.reason,
-                "source": worker.config.source.type,
-                "source_finished": sources[name].finished if name in sources else None,
-                "drift": worker.drift.summary(),
-            }
+            health = worker.health(advance=advance)
+            drift = health.pop("drift")  # the key order of the document stays as it was: drift last
+            models[name] = {**health, "source_finished": sources[name].finished if name in sources else None,
+                            "drift": drift}
         link, errors = self.link, self.errors
         return {
             "ts": time.time(),

@@ -353,6 +353,19 @@ class ModelWorker:
             for model in retired:
                 _close(model, self.name)
 
+    def health(self, advance: bool = True) -> dict:
+        """This model's part of the stats document: counters, queue, the backend that runs it and drift."""
+        choice = self.model.choice
+        return {
+            **self.stats.snapshot(advance=advance),
+            "queue_depth": self.queue_depth,
+            "backend": choice.active,
+            "degraded": choice.degraded,
+            "degraded_reason": choice.reason,
+            "source": self.config.source.type,
+            "drift": self.drift.summary(),
+        }
+
     def describe(self) -> dict:
         return {**self.model.describe(), "source": self.config.source.type,
                 "drift": "enabled" if self.drift.enabled else f"off: {self.drift.unavailable}"}

@@ -39,7 +39,7 @@ from benchmarks.convert import _cpu_name, write_section  # noqa: E402
 from converter.cli import main as convert  # noqa: E402
 from edge_runtime.bundle import read_bundle  # noqa: E402
 from edge_runtime.card import ModelCard  # noqa: E402
-from edge_runtime.mqtt_link import _no_delay  # noqa: E402
+from edge_runtime.mqtt_client import no_delay  # noqa: E402
 from edge_runtime.stream import SampleBlock  # noqa: E402
 from edge_runtime.window import Preprocessor, SlidingWindow  # noqa: E402
 from sample_models import build_sample  # noqa: E402
@@ -107,7 +107,7 @@ class Watcher:
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-watcher")
         self.client.on_message = self._on_message
-        self.client.on_socket_open = _no_delay
+        self.client.on_socket_open = no_delay
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(f"edge/{DEVICE}/predictions/#", qos=1)
         self.client.subscribe(f"edge/{DEVICE}/status", qos=1)
@@ -183,7 +183,7 @@ def daemon_runs(broker: MosquittoBroker, workdir: Path, bundle: Path, samples: n
                 threads: int, recording: Path) -> dict:
     results: dict = {}
     sensor = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sensor")
-    sensor.on_socket_open = _no_delay
+    sensor.on_socket_open = no_delay
     sensor.connect("127.0.0.1", broker.port)
     sensor.loop_start()
 

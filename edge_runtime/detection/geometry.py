@@ -30,12 +30,10 @@ class ImageTransform:
 
     def to_source(self, boxes: np.ndarray) -> np.ndarray:
         """[K, 4] x1, y1, x2, y2 in model-input pixels -> source pixels, clipped to the frame."""
-        out = np.empty_like(boxes, dtype=np.float32)
-        out[:, 0::2] = (boxes[:, 0::2] - self.pad_x) / self.scale_x
-        out[:, 1::2] = (boxes[:, 1::2] - self.pad_y) / self.scale_y
-        np.clip(out[:, 0::2], 0, self.source_width, out=out[:, 0::2])
-        np.clip(out[:, 1::2], 0, self.source_height, out=out[:, 1::2])
-        return out
+        offset = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], dtype=np.float32)
+        scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y], dtype=np.float32)
+        limit = np.array([self.source_width, self.source_height] * 2, dtype=np.float32)
+        return np.minimum(np.maximum((boxes - offset) / scale, 0), limit).astype(np.float32, copy=False)
 
 
 def identity(width: int, height: int) -> ImageTransform:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from edge_runtime.card import DetectionOutput, SsdAnchors
-from edge_runtime.detection.candidates import Candidates, corners, pick_output
+from edge_runtime.detection.candidates import Candidates, pick_output
 
 
 def _scale(min_scale: float, max_scale: float, index: int, count: int) -> float:
@@ -71,6 +71,19 @@ class SsdDecoder:
     def __init__(self, spec: DetectionOutput, width: int, height: int):
         self.spec, self.width, self.height = spec, width, height
         self.anchors = ssd_anchors(spec.anchors, height, width)
+        decoder = spec.decoder
+        # per anchor, precomputed: centre/size = raw (in x, y, w, h order) * multiplier + offset, in input pixels
+        pixels = np.array([width, height, width, height], np.float32)
+        scales = np.array([decoder.x_scale, decoder.y_scale, decoder.w_scale, decoder.h_scale], np.float32)
+        self._multiplier = self.anchors[:, [2, 3, 2, 3]] / scales * pixels
+        self._offset = np.zeros_like(self.anchors)
+        self._offset[:, :2] = self.anchors[:, :2] * pixels[:2]
+        if decoder.apply_exponential_on_box_size:  # sizes are exp(raw / scale) * anchor size instead
+            self._multiplier[:, 2:] = 1.0 / scales[2:]
+        self._order = [0, 1, 2, 3] if decoder.reverse_output_order else [1, 0, 3, 2]
+        threshold = spec.score_threshold
+        self._logit_threshold = (-np.inf if threshold <= 0 else np.inf if threshold >= 1
+                                 else math.log(threshold / (1 - threshold)))
         names = spec.outputs
         self.boxes_name = names.boxes if names else None
         self.scores_name = names.scores if names else None
@@ -106,36 +119,27 @@ class SsdDecoder:
 
     def _image(self, raw_boxes: np.ndarray, raw_scores: np.ndarray) -> Candidates:
         decoder, threshold = self.spec.decoder, self.spec.score_threshold
-        best = raw_scores.max(axis=1)
+        single = raw_scores.shape[1] == 1
+        best = raw_scores[:, 0] if single else raw_scores.max(axis=1)
         if decoder.sigmoid_score:
-            # sigmoid is monotonic: threshold the logits, squash only the survivors
+            # sigmoid is monotonic: threshold the logits, clip and squash only the survivors
+            keep = np.flatnonzero(best >= self._logit_threshold)
+            logits = best[keep].astype(np.float64)
             if decoder.score_clipping_thresh is not None:
-                best = np.clip(best, -decoder.score_clipping_thresh, decoder.score_clipping_thresh)
-            logit = math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else (-np.inf if threshold <= 0
-                                                                                   else np.inf)
-            keep = np.flatnonzero(best > logit)
-            scores = 1.0 / (1.0 + np.exp(-best[keep].astype(np.float64)))
+                logits = np.clip(logits, -decoder.score_clipping_thresh, decoder.score_clipping_thresh)
+            scores = 1.0 / (1.0 + np.exp(-logits))
         else:
-            keep = np.flatnonzero(best > threshold)
+            keep = np.flatnonzero(best >= threshold)
             scores = best[keep]
         if keep.size == 0:
             return Candidates.empty()
-        classes = raw_scores[keep].argmax(axis=1)
+        classes = np.zeros(keep.size, np.int64) if single else raw_scores[keep].argmax(axis=1)
         offset = decoder.box_coord_offset
-        raw = raw_boxes[keep, offset:offset + 4].astype(np.float32)
-        if decoder.reverse_output_order:
-            x, y, w, h = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]
-        else:
-            y, x, h, w = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]
-        anchors = self.anchors[keep]
-        center_x = x / decoder.x_scale * anchors[:, 2] + anchors[:, 0]
-        center_y = y / decoder.y_scale * anchors[:, 3] + anchors[:, 1]
+        raw = raw_boxes[keep, offset:offset + 4][:, self._order]  # x, y, w, h
+        values = raw * self._multiplier[keep] + self._offset[keep]
         if decoder.apply_exponential_on_box_size:
-            w = np.exp(w / decoder.w_scale) * anchors[:, 2]
-            h = np.exp(h / decoder.h_scale) * anchors[:, 3]
-        else:
-            w = w / decoder.w_scale * anchors[:, 2]
-            h = h / decoder.h_scale * anchors[:, 3]
-        box = corners(center_x * self.width, center_y * self.height, w * self.width, h * self.height)
-        valid = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
-        return Candidates(box[valid], scores[valid].astype(np.float32), classes[valid].astype(np.int64))
+            values[:, 2:] = np.exp(values[:, 2:]) * self.anchors[keep, 2:] * np.array([self.width, self.height])
+        half = values[:, 2:] / 2
+        box = np.concatenate([values[:, :2] - half, values[:, :2] + half], axis=1).astype(np.float32)
+        valid = (half > 0).all(axis=1)
+        return Candidates(box[valid], scores[valid].astype(np.float32), classes[valid])

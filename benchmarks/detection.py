@@ -70,15 +70,16 @@ def tflite_runner(path: Path):
 def measure(name: str, card: ModelCard, run, photos: list[Path]) -> None:
     preprocess = Preprocessor(card)
     low = card.model_copy(update={"output": card.output.model_copy(update={"score_threshold": 0.01})})
+    decoder, decoder_low = DetectionDecoder(card), DetectionDecoder(low)
     inference, decode, crowded, boxes = [], [], [], 0
     for path in photos:
         frame = decode_image(path.read_bytes(), card.input, 2**28)
         x, transforms = preprocess.images([frame])
         outputs = run(x)
         inference.append(median_ms(lambda x=x: run(x)))
-        decoder, decoder_low = DetectionDecoder(card), DetectionDecoder(low)
-        decode.append(median_ms(lambda outputs=outputs: decoder.decode(outputs, transforms)))
-        crowded.append(median_ms(lambda outputs=outputs: decoder_low.decode(outputs, transforms)))
+        decode.append(median_ms(lambda outputs=outputs, transforms=transforms: decoder.decode(outputs, transforms)))
+        crowded.append(median_ms(lambda outputs=outputs, transforms=transforms: decoder_low.decode(outputs,
+                                                                                                   transforms)))
         boxes += len(decoder.decode(outputs, transforms)[0])
     run_ms, decode_ms, crowded_ms = (statistics.median(values) for values in (inference, decode, crowded))
     print(f"| {name} | {len(photos)} | {boxes} | {run_ms:.2f} ms | {decode_ms:.3f} ms | "

@@ -35,9 +35,12 @@ def _convert_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", type=Path, help="ONNX or TFLite model file")
     parser.add_argument("-o", "--output", type=Path, required=True, help="bundle to write (e.g. model.bundle)")
     parser.add_argument("--target", required=True, help=f"board: {', '.join(known_boards())} or a board YAML")
-    parser.add_argument("--card", type=Path, help="model card YAML: labels, input window/normalisation, output")
-    parser.add_argument("--calibration", type=Path, help="npz with model inputs (and y) for calibration")
-    parser.add_argument("--eval", dest="evaluation", type=Path, help="npz with model inputs and y for verification")
+    parser.add_argument("--card", type=Path, help="model card YAML: labels, input window/normalisation, output "
+                        "(optional for ultralytics exports: inferred from their metadata)")
+    parser.add_argument("--calibration", type=Path,
+                        help="npz with model inputs (and y), or a folder of images, for calibration")
+    parser.add_argument("--eval", dest="evaluation", type=Path,
+                        help="npz with model inputs and y, or a folder of images, for verification")
     parser.add_argument("--quantize", choices=["auto", "int8", "fp16", "none"], default="auto")
     parser.add_argument("--max-accuracy-drop", type=float, default=0.005, help="fraction, default 0.005")
     parser.add_argument(

@@ -17,8 +17,10 @@ import numpy as np
 from rich.console import Console
 
 from converter.data import Dataset, load_dataset
+from converter.detection_fidelity import match_boxes, summary
 from converter.errors import ConversionError
 from converter.evaluate import Fidelity, compare, quality_loss
+from converter.image_data import load_image_folder
 from converter.model_info import TensorInfo
 from converter.options import ConvertOptions
 from converter.progress import Progress
@@ -26,6 +28,7 @@ from converter.report import Report, StageResult
 from edge_runtime.board import Board
 from edge_runtime.bundle import Manifest
 from edge_runtime.card import ModelCard
+from edge_runtime.detection import DetectionDecoder, Detections
 
 M = TypeVar("M")
 
@@ -70,13 +73,23 @@ class VerificationData:
     verify: Dataset
 
 
-def load_verification_data(options: ConvertOptions, inputs: list[TensorInfo]) -> VerificationData:
-    calibration = load_dataset(options.calibration, inputs, what="calibration") if options.calibration else None
-    evaluation = load_dataset(options.evaluation, inputs, what="evaluation") if options.evaluation else None
+def _load(path: Path, inputs: list[TensorInfo], card: ModelCard | None, what: str) -> Dataset:
+    """An npz, or a folder of images prepared as the card says."""
+    if Path(path).is_dir():
+        return load_image_folder(Path(path), card, inputs, what=what)
+    return load_dataset(path, inputs, what=what)
+
+
+def load_verification_data(
+    options: ConvertOptions, inputs: list[TensorInfo], card: ModelCard | None = None
+) -> VerificationData:
+    calibration = _load(options.calibration, inputs, card, "calibration") if options.calibration else None
+    evaluation = _load(options.evaluation, inputs, card, "evaluation") if options.evaluation else None
     verify = evaluation or calibration
     if verify is None:
         raise ConversionError(
-            "edge-convert verifies every model on real data: give --eval DATA.npz and/or --calibration DATA.npz"
+            "edge-convert verifies every model on real data: give --eval DATA.npz and/or --calibration DATA.npz "
+            "(or a folder of images)"
         )
     return VerificationData(calibration, evaluation, verify)
 
@@ -124,6 +137,9 @@ class Conversion(Generic[M]):
     quantized_stage: str | None = None  # set by quantize
     reference: dict = field(default_factory=dict)  # set by reference: the statistics drift is measured against
     manifest: Manifest | None = None  # set by package
+    # Detectors: every stage is judged by the boxes the device would publish (converter/detection_fidelity.py).
+    detector: DetectionDecoder | None = None
+    reference_detections: list[Detections] | None = None  # the original model's, on `data.verify`
 
     @classmethod
     def begin(
@@ -163,8 +179,22 @@ class Conversion(Generic[M]):
             stages={},
             float_stage=stage,
         )
+        if card is not None and card.is_detector:
+            conversion.detector = DetectionDecoder(card)
+            conversion.reference_detections = conversion.detections(outputs)
+            report.detection = summary(conversion.reference_detections, card.labels)
+            if not report.detection["boxes"]:
+                report.notes.append("the original model finds no boxes in the verification images: detection "
+                                    "fidelity cannot be measured; give images with objects it detects")
         conversion.add_stage(stage, original, precision, outputs)
         return conversion
+
+    def detections(self, outputs: dict[str, np.ndarray]) -> list[Detections]:
+        """A model's outputs on the verification data decoded as the device decodes them (model-input pixels)."""
+        try:
+            return self.detector.decode(outputs)
+        except ValueError as exc:
+            raise ConversionError(f"the card's detection output does not fit the model: {exc}") from None
 
     @property
     def gate_enforced(self) -> bool:
@@ -196,6 +226,11 @@ class Conversion(Generic[M]):
             classification=self.classification,
             labels=self.data.verify.labels,
         )
+        boxes = None
+        if self.detector is not None:
+            match = match_boxes(self.reference_detections, self.detections(outputs))
+            fidelity.matched_boxes = match.rate
+            boxes = match.as_dict()
         self.stages[name] = Stage(model, precision, fidelity)
         shape = self.engine.describe(model)
         return self.report.add_stage(
@@ -208,6 +243,7 @@ class Conversion(Generic[M]):
                 accuracy=fidelity.accuracy,
                 agreement=fidelity.agreement,
                 cosine_mean=round(fidelity.cosine_mean, 6),
+                boxes=boxes,
                 note=note or shape.note,
             )
         )

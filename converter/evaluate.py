@@ -17,6 +17,7 @@ class Fidelity:
     cosine_min: float
     max_abs_diff: float
     accuracy: float | None = None  # against labels, when the data has them
+    matched_boxes: float | None = None  # detectors: the matched-box rate against the original's detections
 
     def as_dict(self) -> dict:
         return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in asdict(self).items()}
@@ -52,7 +53,10 @@ def compare(
 
 
 def quality_loss(reference: Fidelity, candidate: Fidelity) -> float:
-    """What the accuracy gate compares: accuracy lost with labels, else the share of changed top-1 answers."""
+    """What the accuracy gate compares: for detectors the share of boxes not matched, else accuracy lost with
+    labels, else the share of changed top-1 answers, else what the cosine similarity lost."""
+    if candidate.matched_boxes is not None:
+        return 1.0 - candidate.matched_boxes
     if reference.accuracy is not None and candidate.accuracy is not None:
         return reference.accuracy - candidate.accuracy
     if candidate.agreement is not None:

@@ -88,7 +88,7 @@ def open_onnx(
     report = Report(model=options.model.name, target=board.name)
     report.notes += notes
     report.passes["check"] = "ran"
-    data = load_verification_data(options, model_inputs(model))
+    data = load_verification_data(options, model_inputs(model), card)
     if data.evaluation is None:
         report.notes.append("no --eval data: verified on the calibration data, which flatters int8")
     quantize = resolve_precision(options.quantize, board)

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from converter.card_inference import resolve_card
 from converter.conversion import Conversion
 from converter.errors import ConversionError
 from converter.onnx_frontend import open_onnx
@@ -31,7 +32,6 @@ from converter.passes.verify import select_pass, verify_pass
 from converter.tflite_frontend import open_tflite
 from edge_runtime.board import Board, load_board
 from edge_runtime.card import ModelCard
-from edge_runtime.yaml_source import load_model
 
 ONNX, TFLITE = "onnx", "tflite"
 FrontEnd = Callable[[ConvertOptions, Board, ModelCard | None, Console], Conversion[Any]]
@@ -97,14 +97,17 @@ def convert(options: ConvertOptions, console: Console) -> ConvertResult:
         raise ConversionError(f"--max-accuracy-drop must be a fraction in [0, 1), got {options.max_accuracy_drop}")
     options = replace(options, prune=parse_prune(options.prune))
     board = load_board(options.target)
-    card = load_model(options.card, ModelCard) if options.card else None
     model_format = detect_format(options.model)
+    source = resolve_card(options.card, options.model, model_format)
+    card = source.card
     if model_format == TFLITE and options.prune:
         raise ConversionError(
             "--prune works on ONNX graphs; a TFLite model is packaged as it is. Prune the ONNX model before "
             "exporting it to TFLite, or convert the ONNX model with --prune"
         )
     conversion = FRONT_ENDS[model_format](options, board, card, console)
+    conversion.report.inferred = source.inferred
+    conversion.report.notes += source.notes
     run_passes(conversion)
     if conversion.manifest is None:  # package is the last pass and cannot be skipped
         raise RuntimeError("the pipeline ended without writing a bundle")

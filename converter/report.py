@@ -27,6 +27,7 @@ class StageResult:
     agreement: float | None = None
     cosine_mean: float | None = None
     latency_ms: float | None = None
+    boxes: dict | None = None  # detectors: boxes found and matched against the original (detection_fidelity.py)
     note: str = ""
 
 
@@ -46,6 +47,8 @@ class Report:
     gate: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     final_stage: str = ""
+    inferred: dict = field(default_factory=dict)  # card fields taken from the exporter's metadata, and from where
+    detection: dict = field(default_factory=dict)  # detectors: what the original model finds in the eval images
 
     def add_stage(self, stage: StageResult) -> StageResult:
         self.stages.append(stage)
@@ -111,11 +114,13 @@ def render_report(report: dict, console: Console) -> None:
             "-" if stage.get("cosine_mean") is None else f"{stage['cosine_mean']:.5f}",
         )
     console.print(table)
+    render_detection(report, console)
     console.print(
         f"* = the model in the bundle. Accuracy and agreement on {report.get('eval_samples', 0)} samples of "
         f"{report.get('eval_source') or '-'}; 'cost' = accuracy points lost by that stage. Latency: batch 1, median, "
         f"{report.get('latency_measured_on') or 'not measured'}."
     )
+    render_inferred(report.get("inferred") or {}, console)
     passes = report.get("passes", {})
     if passes:  # the manifest stores keys sorted; show them in pipeline order
         ordered = sorted(passes, key=lambda name: PASS_ORDER.index(name) if name in PASS_ORDER else len(PASS_ORDER))
@@ -139,6 +144,29 @@ def render_report(report: dict, console: Console) -> None:
         )
     for note in report.get("notes", []):
         console.print(f"note: {note}")
+
+
+def render_inferred(inferred: dict, console: Console) -> None:
+    """The card fields no card file gave: where they came from and their values."""
+    if not inferred:
+        return
+    fields = ", ".join(f"{key}={value}" for key, value in inferred.get("fields", {}).items())
+    console.print(f"inferred from the {inferred.get('from', 'model')}: {fields}")
+
+
+def render_detection(report: dict, console: Console) -> None:
+    """Detectors: boxes each stage finds on the verification images, and how many match the original's."""
+    found = report.get("detection") or {}
+    if not found:
+        return
+    labels = ", ".join(f"{label} {count}" for label, count in list(found.get("by_label", {}).items())[:6])
+    console.print(f"detections: the original finds {found['boxes']} box(es) in {found['images_with_boxes']} of "
+                  f"{found['images']} images" + (f" ({labels})" if labels else ""))
+    for stage in report.get("stages", []):
+        boxes = stage.get("boxes")
+        if boxes:
+            console.print(f"  {stage['stage']}: {boxes['candidate']} box(es), {boxes['matched']} matched "
+                          f"(IoU >= 0.5, same class): matched-box rate {boxes['rate'] * 100:.2f}%")
 
 
 def render_pruning(pruning: dict, console: Console) -> None:

@@ -137,7 +137,7 @@ def open_tflite(
         raise ConversionError(f"{options.model}: not a valid TFLite model ({exc})") from None
     inputs, outputs = [_info(d) for d in model.inputs], [_info(d) for d in model.outputs]
     _check_card(card, inputs)
-    data = load_verification_data(options, inputs)
+    data = load_verification_data(options, inputs, card)
     report = Report(model=options.model.name, target=board.name)
     report.passes = {"check": "ran", "fuse": NOT_APPLICABLE, "quantize": NOT_APPLICABLE}
     return Conversion.begin(

@@ -77,6 +77,10 @@ class ImageInput(Strict):
     layout: Literal["nchw", "nhwc"] = "nchw"
     scale: float = Field(1.0 / 255.0, description="multiplies raw 0-255 pixels first")
     normalize: Normalize | None = None
+    resize: Literal["stretch", "letterbox"] = Field(
+        "stretch", description="stretch: to height x width, aspect ratio lost; letterbox: scaled to fit, centred, "
+        "the rest padded with pad_value (what YOLO and MediaPipe detectors were trained on)")
+    pad_value: float = Field(114.0, ge=0, le=255, description="raw 0-255 pixel value of letterbox padding")
 
     @model_validator(mode="after")
     def _consistent(self) -> ImageInput:
@@ -148,6 +152,111 @@ class CardOutput(Strict):
     )
 
 
+
+class SsdAnchors(Strict):
+    """MediaPipe's SsdAnchorsCalculatorOptions, same names: the anchors an SSD head's offsets are relative to.
+
+    Copy them from the model's .pbtxt; input_size_height/width default to the card's input size.
+    """
+
+    num_layers: int = Field(gt=0)
+    strides: list[int] = Field(min_length=1)
+    min_scale: float = Field(gt=0)
+    max_scale: float = Field(gt=0)
+    input_size_height: int | None = Field(None, gt=0)
+    input_size_width: int | None = Field(None, gt=0)
+    anchor_offset_x: float = 0.5
+    anchor_offset_y: float = 0.5
+    aspect_ratios: list[float] = Field(default_factory=lambda: [1.0])
+    interpolated_scale_aspect_ratio: float = 1.0
+    fixed_anchor_size: bool = False
+    reduce_boxes_in_lowest_layer: bool = False
+    feature_map_height: list[int] | None = None
+    feature_map_width: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SsdAnchors:
+        if len(self.strides) != self.num_layers:
+            raise ValueError(f"{len(self.strides)} strides for num_layers {self.num_layers}")
+        for name in ("feature_map_height", "feature_map_width"):
+            sizes = getattr(self, name)
+            if sizes is not None and len(sizes) != self.num_layers:
+                raise ValueError(f"{len(sizes)} {name} values for num_layers {self.num_layers}")
+        return self
+
+
+class SsdDecoder(Strict):
+    """MediaPipe's TensorsToDetectionsCalculatorOptions that decode boxes and scores, same names."""
+
+    x_scale: float = Field(gt=0)
+    y_scale: float = Field(gt=0)
+    w_scale: float = Field(gt=0)
+    h_scale: float = Field(gt=0)
+    box_coord_offset: int = Field(0, ge=0)
+    reverse_output_order: bool = Field(False, description="true: x, y, w, h per box; false: y, x, h, w")
+    apply_exponential_on_box_size: bool = False
+    sigmoid_score: bool = True
+    score_clipping_thresh: float | None = Field(None, gt=0)
+
+
+class DetectionOutputs(Strict):
+    """Which model output holds what; unnamed ones are taken by position (see edge_runtime/detection/)."""
+
+    boxes: str | None = None
+    scores: str | None = None
+    classes: str | None = None
+    count: str | None = None
+
+
+class DetectionOutput(Strict):
+    """An object detector: its output tensors are decoded into boxes in the source frame's pixels.
+
+    Formats: `yolo` (a dense head [1, 4+classes(+1), N] or [1, N, 4+classes(+1)], boxes cx, cy, w, h in input
+    pixels or normalised, with or without objectness), `ssd` (anchor offsets decoded with anchors generated from
+    `anchors`, MediaPipe style) and `postprocessed` (the graph ends in a detection post-process: boxes, classes,
+    scores, count).
+    """
+
+    kind: Literal["detection"] = "detection"
+    format: Literal["yolo", "ssd", "postprocessed"] = "yolo"
+    name: str | None = Field(None, description="yolo: the model output holding the head; default: the first")
+    score_threshold: float = Field(0.25, ge=0, le=1)
+    iou_threshold: float = Field(0.45, gt=0, le=1)
+    max_detections: int = Field(100, gt=0)
+    boxes: Literal["auto", "pixels", "normalized"] = Field(
+        "auto", description="yolo box units: input pixels, or normalised to [0, 1]; auto: normalised when every "
+        "candidate box fits in [0, 1.5]")
+    objectness: bool | None = Field(
+        None, description="yolo: the head has an objectness row (YOLOv5 style); default: from the labels' count, "
+        "else no")
+    anchors: SsdAnchors | None = None
+    decoder: SsdDecoder | None = None
+    outputs: DetectionOutputs | None = None
+
+    @model_validator(mode="after")
+    def _format_options(self) -> DetectionOutput:
+        ssd_only = [key for key in ("anchors", "decoder") if getattr(self, key) is not None]
+        if self.format == "ssd" and len(ssd_only) != 2:
+            raise ValueError("format ssd needs `anchors` (SsdAnchorsCalculator options) and `decoder` "
+                             "(x_scale, y_scale, w_scale, h_scale, ...)")
+        if self.format != "ssd" and ssd_only:
+            raise ValueError(f"{' and '.join(ssd_only)} apply to format ssd only, not {self.format}")
+        if self.format == "yolo" and self.outputs is not None:
+            raise ValueError("format yolo reads one output: name it with `name`, not `outputs`")
+        return self
+
+
+def _output_kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "detection" if kind == "detection" else "plain"
+
+
+CardOutputSpec = Annotated[
+    Annotated[CardOutput, Tag("plain")] | Annotated[DetectionOutput, Tag("detection")],
+    Discriminator(_output_kind),
+]
+
+
 class ModelCard(Strict):
     """Top level of ``card.yaml``."""
 
@@ -156,10 +265,16 @@ class ModelCard(Strict):
     description: str | None = None
     labels: list[str] | None = None
     input: CardInput
-    output: CardOutput = CardOutput()
+    output: CardOutputSpec = CardOutput()
 
     @model_validator(mode="after")
     def _labels_for_classifiers(self) -> ModelCard:
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
+        if self.output.kind == "detection" and not isinstance(self.input, ImageInput):
+            raise ValueError(f"a detection output needs an image input, not {self.input.kind}")
         return self
+
+    @property
+    def is_detector(self) -> bool:
+        return self.output.kind == "detection"

@@ -25,11 +25,12 @@ import numpy as np
 
 from edge_runtime.card import FeatureInput, ImageInput, TimeSeriesInput
 from edge_runtime.config import ModelConfig
+from edge_runtime.detection import DetectionDecoder
 from edge_runtime.drift.tracker import DriftTracker
 from edge_runtime.error_reporter import ErrorReporter
 from edge_runtime.metrics import ModelStats
 from edge_runtime.model_loader import LoadedModel
-from edge_runtime.postprocess import predictions
+from edge_runtime.postprocess import detections, predictions
 from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
 from edge_runtime.window import Preprocessor, SlidingWindow
 
@@ -99,6 +100,7 @@ class ModelWorker:
         self.model = model
         self.card = card
         self.preprocess = Preprocessor(card)
+        self.decoder = DetectionDecoder(card) if card.is_detector else None
         # a new bundle brings its own reference statistics: drift starts over against them
         self.drift = DriftTracker(self.name, model.bundle.manifest.reference, card, self.config.drift,
                                   self._drift_changed)
@@ -287,12 +289,19 @@ class ModelWorker:
     def _run_batch(self, batch: list[_Pending]) -> None:
         with self._lock:  # references only: preprocessing must not hold up `accept` (paho's thread)
             model, card, preprocess, drift = self.model, self.card, self.preprocess, self.drift
+            decoder = self.decoder
         try:
-            inputs = self._model_input(card.input, preprocess, batch)
+            if decoder is not None:  # a detector: keep each frame's resize to map its boxes back onto it
+                inputs, transforms = preprocess.images([item.data for item in batch])
+            else:
+                inputs = self._model_input(card.input, preprocess, batch)
             started = time.perf_counter()
             outputs = model.run({model.input_name: inputs})
             inference_ms = (time.perf_counter() - started) * 1e3
-            results = predictions(outputs[model.output_name], card)
+            if decoder is not None:
+                results = detections(decoder, outputs, transforms)
+            else:
+                results = predictions(outputs[model.output_name], card)
         except Exception as exc:
             self._failed("inference_failed", exc, len(batch))
             return

@@ -1,10 +1,11 @@
-"""From model outputs to what a prediction message says: a label and a score, or values."""
+"""From model outputs to what a prediction message says: a label and a score, values, or detections."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from edge_runtime.card import ModelCard
+from edge_runtime.detection import DetectionDecoder, ImageTransform
 
 
 def _as_probabilities(rows: np.ndarray, scores: str) -> np.ndarray:
@@ -33,3 +34,10 @@ def predictions(output: np.ndarray, card: ModelCard | None) -> list[dict]:
         label = labels[index] if labels and index < len(labels) else str(index)
         results.append({"label": label, "class": index, "score": round(float(row[index]), 6)})
     return results
+
+
+def detections(decoder: DetectionDecoder, outputs: dict[str, np.ndarray],
+               transforms: list[ImageTransform | None]) -> list[dict]:
+    """One dict per frame: `detections`, a list of `{label, score, box}` with box x1, y1, x2, y2 in the frame's
+    pixels, best first; a frame with nothing found is `{"detections": []}`."""
+    return [{"detections": found.as_dicts(decoder.labels)} for found in decoder.decode(outputs, transforms)]

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge_runtime.card import FeatureInput, ImageInput, ModelCard, Normalize, TimeSeriesInput
 from edge_runtime.decode import require_pillow
+from edge_runtime.detection.geometry import ImageTransform, letterbox, stretch
 from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
 
 #: a gap longer than this many windows' duration resets the window (see SlidingWindow.for_input)
@@ -188,21 +189,26 @@ class Preprocessor:
         return np.ascontiguousarray(x)
 
     def image(self, frames: list[ImageFrame]) -> np.ndarray:
-        """Frames of any size -> resized (bilinear) to the card's height x width, scaled, normalised, nchw/nhwc."""
+        """Frames of any size -> resized to the card's height x width, scaled, normalised, nchw/nhwc."""
+        return self.images(frames)[0]
+
+    def images(self, frames: list[ImageFrame]) -> tuple[np.ndarray, list[ImageTransform]]:
+        """`image`, plus each frame's resize (stretch or letterbox, as the card says), so a detector's boxes can
+        be mapped back onto the frame."""
         self._expect(ImageInput)
         spec = self.spec
         batch = np.empty((len(frames), spec.height, spec.width, spec.channels), dtype=np.float32)
+        transforms = []
         for index, frame in enumerate(frames):
             pixels = frame.pixels
             if pixels.ndim != 3 or pixels.shape[2] != spec.channels:
                 raise ValueError(f"frame {index} is {list(pixels.shape)}, expected [h, w, {spec.channels}]")
-            if pixels.shape[:2] != (spec.height, spec.width):
-                pixels = _resize(pixels, spec.height, spec.width)
-            batch[index] = pixels
+            batch[index], transform = fit_image(pixels, spec)
+            transforms.append(transform)
         x = self._normalized(batch * np.float32(spec.scale))
         if spec.layout == "nchw":
             x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x)
+        return np.ascontiguousarray(x), transforms
 
     def features(self, vectors: np.ndarray) -> np.ndarray:
         """[B, F] raw feature vectors -> normalised float32."""
@@ -210,6 +216,24 @@ class Preprocessor:
         if vectors.ndim != 2 or vectors.shape[1] != self.spec.features:
             raise ValueError(f"expected vectors [B, {self.spec.features}], got {list(vectors.shape)}")
         return np.ascontiguousarray(self._normalized(np.asarray(vectors, dtype=np.float32)))
+
+
+def fit_image(pixels: np.ndarray, spec: ImageInput) -> tuple[np.ndarray, ImageTransform]:
+    """[h, w, c] raw pixels -> [height, width, c] as the card says (bilinear; stretched, or letterboxed: scaled to
+    fit, centred, padded with `pad_value`), and the transform applied. The converter prepares image folders with
+    this same function, so calibration and verification see exactly what the device feeds the model."""
+    source_height, source_width = pixels.shape[:2]
+    if spec.resize == "stretch":
+        transform = stretch(source_width, source_height, spec.width, spec.height)
+        resized = pixels if pixels.shape[:2] == (spec.height, spec.width) else _resize(pixels, spec.height, spec.width)
+        return resized, transform
+    transform = letterbox(source_width, source_height, spec.width, spec.height)
+    width, height = transform.resized
+    resized = pixels if pixels.shape[:2] == (height, width) else _resize(pixels, height, width)
+    canvas = np.full((spec.height, spec.width, pixels.shape[2]), spec.pad_value, dtype=np.float32)
+    left, top = int(transform.pad_x), int(transform.pad_y)
+    canvas[top:top + height, left:left + width] = resized
+    return canvas, transform
 
 
 def _resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

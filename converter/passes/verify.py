@@ -51,6 +51,8 @@ def select_pass(conversion: Conversion[Any]) -> None:
         basis = "accuracy" if conversion.original.fidelity.accuracy is not None else "top-1 agreement"
         if not conversion.classification:
             basis = "cosine similarity"
+        if conversion.detector is not None:
+            basis = "matched boxes (IoU >= 0.5, same class)"
     report.gate = {
         "max_accuracy_drop": options.max_accuracy_drop,
         "loss": round(loss, 6),

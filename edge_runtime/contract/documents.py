@@ -121,10 +121,12 @@ class StatsDocument(TypedDict, total=False):
 
 # -- predictions: <prefix>/<device>/predictions/<model> (built by the model worker) --------------------------------
 #: `seq` counts per model and survives restarts (what a consumer de-duplicates and counts losses by); a classifier
-#: says `label`, `class` and `score`, any other model `values`; functional syntax because `class` is a keyword
+#: says `label`, `class` and `score`, a detector `detections` (`[{"label", "score", "box": [x1, y1, x2, y2]}]`, box
+#: in the source frame's pixels, best first, `[]` when nothing was found), any other model `values`; functional
+#: syntax because `class` is a keyword
 PredictionDocument = TypedDict("PredictionDocument", {
     "seq": int, "ts": float, "model": str, "label": str, "class": int, "score": float, "values": list[float],
-    "latency_ms": float,
+    "detections": list[dict[str, Any]], "latency_ms": float,
 }, total=False)
 
 

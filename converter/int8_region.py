@@ -24,6 +24,7 @@ import onnxruntime as ort
 
 from converter.data import Dataset
 from converter.measure import measure_latencies
+from converter.pass_errors import first_line
 
 #: Beyond this many extra operator types, only the board's list and the full set are measured (each candidate
 #: graph is one more quantization and timing of the model).
@@ -129,9 +130,16 @@ def choose_region(
     fit = fit.subset(slice(0, CALIBRATION_SAMPLES))
     graphs: dict[str, onnx.ModelProto] = {}
     candidates: dict[str, RegionCandidate] = {}
+    failed: list[str] = []
     for name, op_types in _candidate_sets(base, extra).items():
-        graph = quantize(model, op_types, fit)
-        crossings = boundaries(graph)
+        try:
+            graph = quantize(model, op_types, fit)
+            crossings = boundaries(graph)
+        except Exception as exc:  # noqa: BLE001 - a wider region the quantizer cannot make is not a candidate
+            if name == "board list":
+                raise
+            failed.append(f"{name}: {first_line(exc)}")
+            continue
         graphs[name] = graph
         candidates[name] = RegionCandidate(
             name, op_types, crossings["quantize"], crossings["dequantize"], round(loss(graph, held_out), 6)
@@ -160,4 +168,6 @@ def choose_region(
     reason = "measured on this host: " + (
         "no wider int8 region was faster" if fastest == "board list" else f"{fastest} was fastest"
     )
+    if failed:
+        reason += "; could not quantize " + "; ".join(failed)
     return RegionChoice(candidates[fastest].op_types, True, reason, list(candidates.values()))

@@ -26,21 +26,8 @@ def miscalibrated(activity_sample, tmp_path) -> Path:
 
 
 def args_for(sample, out: Path, calibration: Path, *extra: str) -> list[str]:
-    return [
-        str(sample.onnx_path),
-        "-o",
-        str(out),
-        "--target",
-        "x86_64",
-        "--card",
-        str(sample.card_path),
-        "--calibration",
-        str(calibration),
-        "--eval",
-        str(sample.eval_path),
-        "--no-latency",
-        *extra,
-    ]
+    return [str(sample.onnx_path), "-o", str(out), "--target", "x86_64", "--card", str(sample.card_path),
+            "--calibration", str(calibration), "--eval", str(sample.eval_path), "--no-latency", *extra]
 
 
 def test_sensitive_nodes_are_left_in_float_until_the_gate_passes(activity_sample, miscalibrated, tmp_path):

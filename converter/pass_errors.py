@@ -19,6 +19,7 @@ _NODE_PATTERNS = (
     re.compile(r"node\.\s*Name:\s*'([^']+)'"),  # onnxruntime at run time: "... Conv node. Name:'Conv_3' ..."
     re.compile(r"Node\s*\(([^)]+)\)"),  # onnxruntime at load time: "Node (Conv_3) Op (Conv) [ShapeInferenceError]"
     re.compile(r"node name:\s*([^)\s]+)\)"),  # onnx shape inference: "(op_type:Conv, node name: conv1)"
+    re.compile(r"In Node, \(\"([^\"]+)\""),  # onnx checker: 'In Node, ("w_DequantizeLinear", DequantizeLinear, ...'
     re.compile(r"[Nn]ode '([^']+)'"),
 )
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
@@ -49,8 +50,9 @@ def first_line(exc: BaseException) -> str:
     """The library's message without its prefixes, on one line, short enough to read."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = _ORT_PREFIX.sub("", text)
-    if len(text) > _MAX_MESSAGE:
-        text = text[: _MAX_MESSAGE - 3] + "..."
+    if len(text) > _MAX_MESSAGE:  # libraries put the cause last: keep both ends
+        half = _MAX_MESSAGE // 2
+        text = text[:half] + " ... " + text[-half:]
     if type(exc).__module__.startswith("onnxruntime"):  # its text already says what it is
         return text
     return f"{type(exc).__name__}: {text}"

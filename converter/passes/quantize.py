@@ -12,6 +12,7 @@ import io
 import logging
 import platform
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -116,7 +117,9 @@ def quantize_int8(
     with (
         tempfile.TemporaryDirectory(prefix="edge-quantize-") as workdir,
         contextlib.redirect_stdout(io.StringIO()),  # the calibrators print progress to stdout
+        warnings.catch_warnings(),  # numpy's all-NaN warnings and the like: a failure is reported as one line
     ):
+        warnings.simplefilter("ignore")
         source, target = Path(workdir) / "float.onnx", Path(workdir) / "int8.onnx"
         onnx.save(model, str(source))
         quantize_static(

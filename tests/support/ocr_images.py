@@ -3,7 +3,7 @@ photographed book page, and `text()`, handwriting on paper), so nothing is downl
 
 Model-ready arrays (NCHW float32) are made the way PaddleOCR feeds its models: BGR, scaled to [0, 1], normalised
 per channel. Calibration and evaluation never share a crop: evaluation takes the page's text lines (and the whole
-page), calibration takes the handwriting, other bundled photos and other positions of the page.
+page's lower half), calibration takes other lines, the page's upper half and the handwriting.
 """
 
 from __future__ import annotations
@@ -59,20 +59,19 @@ def direction_crops(*, evaluation: bool, count: int, seed: int = 0) -> tuple[np.
 
 
 def detector_images(*, evaluation: bool, height: int, width: int, count: int, seed: int = 0) -> np.ndarray:
-    """Whole-image views for a text detector: the page (evaluation) or handwriting and other photos (calibration),
-    at random crops and scales, resized to height x width."""
+    """Views of text for a text detector, resized to height x width: crops of the page's lower half (evaluation) or
+    of its upper half and of the handwriting (calibration), at random positions and scales."""
     from skimage import data
 
     rng = np.random.default_rng(seed)
-    if evaluation:
-        sources = [_rgb(data.page())]
-    else:
-        sources = [_rgb(data.text()), _rgb(data.coffee()), _rgb(data.chelsea()), _rgb(data.camera())]
+    page = _rgb(data.page())
+    half = page.shape[0] // 2
+    sources = [page[half - 4 :]] if evaluation else [page[: half + 4], _rgb(data.text())]
     images = []
     for index in range(count):
         source = sources[index % len(sources)]
-        scale = 1.0 if index < len(sources) else float(rng.uniform(0.55, 1.0))
-        crop_h, crop_w = int(source.shape[0] * scale), int(source.shape[1] * scale)
+        crop_h = int(source.shape[0] * rng.uniform(0.6, 1.0))
+        crop_w = min(source.shape[1], crop_h * width // height)
         top = int(rng.integers(0, source.shape[0] - crop_h + 1))
         left = int(rng.integers(0, source.shape[1] - crop_w + 1))
         images.append(_resize(source[top : top + crop_h, left : left + crop_w], height, width))

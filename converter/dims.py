@@ -172,6 +172,8 @@ def resolve_dims(
         tensor_type = value.type.tensor_type
         if not tensor_type.HasField("shape"):
             raise ConversionError(f"input '{value.name}' has no shape; export the model with static shapes")
+        if not tensor_type.shape.dim:
+            continue  # a scalar (a sample rate, a flag): nothing to fix, no batch axis
         fixes += _fix_input(value, from_card.get(value.name), data_shapes.get(value.name))
     _clear_unknown(model.graph.output)
     _clear_unknown(model.graph.value_info)

@@ -3,8 +3,10 @@
     python benchmarks/convert.py [--target x86_64] [--write docs/benchmarks.md]
 
 For each sample model (trained here on package-shipped data): model size, batch-1 latency at 1 thread (median of
-interleaved runs, so all three share the machine's state) and accuracy on the held-out split. The peer is what a
-user would try by hand: `quantize_static(model, out, reader)` with every argument left at its default.
+interleaved runs, so all of them share the machine's state), accuracy on the held-out split, and the
+QuantizeLinear/DequantizeLinear nodes left in onnxruntime's optimized graph. The peer is what a user would try by
+hand: `quantize_static(model, out, reader)` with every argument left at its default. edge-convert runs twice: with
+the int8 region fixed to the board's operator list (what it did before the region was measured) and as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import platform
 import re
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import onnx
@@ -23,8 +27,10 @@ import onnxruntime as ort
 from onnxruntime.quantization import quantize_static
 from rich.console import Console
 
+from converter import int8_region
 from converter.data import load_dataset
 from converter.evaluate import accuracy
+from converter.int8_region import boundaries
 from converter.measure import measure_latencies
 from converter.options import ConvertOptions
 from converter.passes.check import model_inputs
@@ -69,9 +75,17 @@ def bench_sample(name: str, target: str, console: Console) -> list[dict]:
             calibration=sample.calibration_path,
             evaluation=sample.eval_path,
         )
+        with mock.patch.object(int8_region, "extra_types", lambda model, base: []):  # the board's list only
+            convert(replace(options, output=workdir / "board-list.bundle"), Console(stderr=True, quiet=True))
+        board_list = onnx.load_from_string(read_bundle(workdir / "board-list.bundle").model_bytes())
         result = convert(options, Console(stderr=True, quiet=True))
         converted = onnx.load_from_string(read_bundle(bundle_path).model_bytes())
-    models = {"fp32": original, "quantize_static defaults": peer, "edge-convert": converted}
+    models = {
+        "fp32": original,
+        "quantize_static defaults": peer,
+        "edge-convert, board's operator list": board_list,
+        "edge-convert": converted,
+    }
     latencies = measure_latencies(models, evaluation.first(), threads=1, rounds=40, runs_per_round=25, budget_s=60)
     rows = []
     for label, model in models.items():
@@ -84,12 +98,21 @@ def bench_sample(name: str, target: str, console: Console) -> list[dict]:
                 "size": model.ByteSize(),
                 "latency_ms": latencies[label].median_ms,
                 "accuracy": accuracy(scores, evaluation.labels),
-                "precision": result.manifest.model.precision if label == "edge-convert" else None,
-                "notes": "; ".join(result.report.notes) if label == "edge-convert" else "",
+                "precision": result.manifest.model.precision if label.startswith("edge-convert") else None,
+                "crossings": sum(boundaries(model).values()) if label != "fp32" else 0,
+                "notes": "; ".join(result.report.notes + [_region(result.report.int8_region)])
+                if label == "edge-convert"
+                else "",
             }
         )
     console.print(f"[{name}] done", highlight=False)
     return rows
+
+
+def _region(region: dict) -> str:
+    if not region:
+        return ""
+    return f"int8 region {', '.join(region['op_types'])} ({region['reason']})"
 
 
 def render(rows: list[dict], command: str, target: str) -> str:
@@ -100,8 +123,8 @@ def render(rows: list[dict], command: str, target: str) -> str:
         f"target board file: `{target}`. Latency: batch 1, 1 thread, median of interleaved runs.",
         "",
         "| model | variant | size | latency (ms) | speed-up vs fp32 | vs quantize_static defaults | size vs fp32 "
-        "| accuracy | Δ accuracy (pt) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| accuracy | Δ accuracy (pt) | Q/DQ nodes left |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_model: dict[str, dict[str, dict]] = {}
     for row in rows:
@@ -114,7 +137,7 @@ def render(rows: list[dict], command: str, target: str) -> str:
                 f"| {row['size'] / 1024:.1f} KiB | {row['latency_ms']:.3f} "
                 f"| {fp32['latency_ms'] / row['latency_ms']:.2f}x | {peer['latency_ms'] / row['latency_ms']:.2f}x "
                 f"| {row['size'] / fp32['size']:.2f}x | {row['accuracy'] * 100:.2f}% "
-                f"| {(row['accuracy'] - fp32['accuracy']) * 100:+.2f} |"
+                f"| {(row['accuracy'] - fp32['accuracy']) * 100:+.2f} | {row['crossings']} |"
             )
     notes = [f"- {row['model']}: {row['notes']}" for row in rows if row["notes"]]
     return "\n".join(lines + ([""] + notes if notes else []))

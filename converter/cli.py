@@ -82,7 +82,7 @@ def _run_convert(argv: list[str], console: Console, errors: Console) -> int:
         result = convert(options, errors)
     except GateFailed as exc:
         render_report(exc.report.as_dict(), errors)
-        errors.print(f"edge-convert: error: {exc}", markup=False, highlight=False)
+        errors.print(f"edge-convert: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_REFUSED
     if args.json:
         print(json.dumps(result.report.as_dict(), indent=2))
@@ -143,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run_convert(argv, console, errors)
     except ConfigError as exc:
         for problem in exc.problems:
-            errors.print(f"edge-convert: error: {problem}", markup=False)
+            errors.print(f"edge-convert: error: {problem}", markup=False, soft_wrap=True)
         return EXIT_ERROR
     except (ConversionError, BundleError, SigningError) as exc:
-        errors.print(f"edge-convert: error: {exc}", markup=False)
+        errors.print(f"edge-convert: error: {exc}", markup=False, soft_wrap=True)
         return EXIT_ERROR
 
 

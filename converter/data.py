@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from converter.dims import BATCH_DIM
 from converter.errors import ConversionError
 from converter.model_info import TensorInfo
 
@@ -20,20 +21,28 @@ class Dataset:
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
     source: str
+    #: input name -> the model axis its samples go to, where that is not axis 0 (a recurrent state
+    #: `[layers, batch, hidden]`); arrays are stored samples first either way
+    batch_axes: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
 
+    def _feed(self, name: str, array: np.ndarray) -> np.ndarray:
+        axis = self.batch_axes.get(name, 0)
+        return np.ascontiguousarray(np.moveaxis(array, 0, axis)) if axis else array
+
     def batches(self, size: int = 1) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(self), size):
-            yield {name: array[start : start + size] for name, array in self.inputs.items()}
+            yield {name: self._feed(name, array[start : start + size]) for name, array in self.inputs.items()}
 
     def subset(self, index: np.ndarray | slice) -> Dataset:
         labels = None if self.labels is None else self.labels[index]
-        return Dataset({name: array[index] for name, array in self.inputs.items()}, labels, self.source)
+        inputs = {name: array[index] for name, array in self.inputs.items()}
+        return Dataset(inputs, labels, self.source, self.batch_axes)
 
     def first(self) -> dict[str, np.ndarray]:
-        return {name: array[:1] for name, array in self.inputs.items()}
+        return {name: self._feed(name, array[:1]) for name, array in self.inputs.items()}
 
 
 _FLOAT_KINDS = {"float16", "float32", "float64"}
@@ -48,18 +57,24 @@ def _fit_dtype(path: Path, name: str, array: np.ndarray, expected: str) -> np.nd
     raise ConversionError(f"{path}: input '{name}' has dtype {array.dtype}, but the model expects {expected}")
 
 
+def batch_axis(info: TensorInfo) -> int:
+    """The axis the check pass left dynamic for the batch (converter/dims.py), else 0."""
+    return info.shape.index(BATCH_DIM) if BATCH_DIM in info.shape else 0
+
+
 def _fit_shape(path: Path, name: str, array: np.ndarray, info: TensorInfo) -> None:
-    expected = info.shape
+    axis = batch_axis(info)
+    expected = [info.shape[axis], *info.shape[:axis], *info.shape[axis + 1 :]]  # samples first, like the data
     if array.ndim != len(expected):
         raise ConversionError(
             f"{path}: input '{name}' has shape {list(array.shape)} ({array.ndim} dimensions), "
-            f"but the model expects {info.shape_text()} ({len(expected)} dimensions, batch first)"
+            f"but the model expects {info.shape_text()} ({len(expected)} dimensions, samples first)"
         )
-    for axis, (given, wanted) in enumerate(zip(array.shape[1:], expected[1:], strict=True), start=1):
+    for index, (given, wanted) in enumerate(zip(array.shape[1:], expected[1:], strict=True), start=1):
         if isinstance(wanted, int) and given != wanted:
             raise ConversionError(
                 f"{path}: input '{name}' has shape {list(array.shape)}, but the model expects "
-                f"{info.shape_text()} (dimension {axis} is {given}, expected {wanted})"
+                f"{info.shape_text()} (dimension {index} is {given}, expected {wanted})"
             )
     if isinstance(expected[0], int) and expected[0] not in (1, array.shape[0]):
         raise ConversionError(
@@ -112,4 +127,27 @@ def load_dataset(path: str | Path, inputs: list[TensorInfo], *, what: str) -> Da
         if len(labels) != counts.pop():
             raise ConversionError(f"{path}: 'y' has {len(labels)} labels for {len(arrays[names[0]])} samples")
         labels = labels.astype(np.int64)
-    return Dataset(model_inputs, labels, str(path))
+    axes = {info.name: batch_axis(info) for info in inputs if batch_axis(info)}
+    return Dataset(model_inputs, labels, str(path), axes)
+
+
+def array_shapes(path: str | Path | None, what: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Array name -> (shape, "<what> data") from an npz's headers, without reading the arrays; {} when the file
+    cannot be read (loading it later says why)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with archive.open(member) as stream:
+                    major, _ = np.lib.format.read_magic(stream)
+                    header = np.lib.format
+                    read = header.read_array_header_1_0 if major == 1 else header.read_array_header_2_0
+                    shape, _, _ = read(stream)
+                shapes[member[: -len(".npy")]] = (tuple(int(size) for size in shape), f"{what} data")
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return {}
+    return shapes

@@ -1,7 +1,7 @@
 """The ONNX front end: load and check the model, load the data, and start a conversion the graph passes can work on.
 
-The check pass (converter/passes/check.py) runs here, because what it fixes (the batch dimension, dimensions the
-card resolves) decides how the data is read; the context is built from the checked model.
+The check pass (converter/passes/check.py) runs here, because what it fixes (the batch axis, dynamic dimensions
+the card or the data's shapes resolve) decides how the data is read; the context is built from the checked model.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import onnx
 from rich.console import Console
 
 from converter.conversion import Conversion, StageShape, load_verification_data
-from converter.data import Dataset
+from converter.data import Dataset, array_shapes
 from converter.errors import ConversionError
 from converter.measure import measure_latencies
 from converter.model_info import TensorInfo
 from converter.options import ConvertOptions
-from converter.passes.check import check_model, load_onnx, model_inputs, model_outputs
+from converter.passes.check import check_onnx, load_onnx, model_inputs, model_outputs
 from converter.prune.flops import model_flops
 from converter.report import Report
 from converter.runner import make_session, run_dataset
@@ -84,9 +84,12 @@ def open_onnx(
             f"board '{board.name}' runs only TFLite models (compiled for its accelerator); convert the model to a "
             f"full-int8 .tflite, compile it with edgetpu_compiler and pass that file"
         )
-    model, notes = check_model(load_onnx(options.model), card)
+    shapes = {**array_shapes(options.evaluation, "evaluation"), **array_shapes(options.calibration, "calibration")}
+    checked = check_onnx(load_onnx(options.model), card, shapes)
+    model = checked.model
     report = Report(model=options.model.name, target=board.name)
-    report.notes += notes
+    report.dimensions = [fix.as_dict() for fix in checked.dims]
+    report.notes += checked.notes
     report.passes["check"] = "ran"
     data = load_verification_data(options, model_inputs(model), card)
     if data.evaluation is None:

@@ -21,6 +21,7 @@ from converter.conversion import Conversion
 from converter.errors import ConversionError
 from converter.onnx_frontend import open_onnx
 from converter.options import ConvertOptions, ConvertResult
+from converter.pass_errors import PassFailed, pass_failures
 from converter.passes.check import detect_format
 from converter.passes.fuse import fuse_pass
 from converter.passes.measure import measure_pass
@@ -80,14 +81,33 @@ def check_skip(skip: set[str]) -> None:
 
 
 def run_passes(conversion: Conversion[Any], passes: tuple[Pass, ...] = PASSES) -> None:
-    """Run the passes that apply to the model's format in order; one named in --skip is reported, not run."""
+    """Run the passes that apply to the model's format in order; one named in --skip is reported, not run.
+
+    A library failing inside a pass is one PassFailed naming the pass and the node (converter/pass_errors.py);
+    with --quantize auto a failed quantize keeps the float model and the report says why.
+    """
     for step in passes:
         if conversion.engine.format not in step.formats:
             continue
         if step.name in conversion.options.skip:
             conversion.report.passes[step.name] = step.skipped
             continue
-        step.run(conversion)
+        try:
+            with pass_failures(step.name):
+                step.run(conversion)
+        except PassFailed as failure:
+            if not (step.name == "quantize" and conversion.options.quantize == "auto"):
+                raise
+            keep_float(conversion, failure)
+
+
+def keep_float(conversion: Conversion[Any], failure: PassFailed) -> None:
+    """--quantize auto asked for the board's best precision, not for int8 at any price: when quantizing fails
+    the bundle gets the last good float stage, and the report says what failed."""
+    conversion.quantized_stage = None
+    report = conversion.report
+    report.passes[failure.step] = f"failed, kept the {conversion.float_stage} float model"
+    report.notes.append(f"{failure} (--quantize auto: the {conversion.float_stage} float model is bundled)")
 
 
 def convert(options: ConvertOptions, console: Console) -> ConvertResult:
@@ -105,7 +125,8 @@ def convert(options: ConvertOptions, console: Console) -> ConvertResult:
             "--prune works on ONNX graphs; a TFLite model is packaged as it is. Prune the ONNX model before "
             "exporting it to TFLite, or convert the ONNX model with --prune"
         )
-    conversion = FRONT_ENDS[model_format](options, board, card, console)
+    with pass_failures(CHECK):
+        conversion = FRONT_ENDS[model_format](options, board, card, console)
     conversion.report.inferred = source.inferred
     conversion.report.notes += source.notes
     run_passes(conversion)

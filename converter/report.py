@@ -41,8 +41,10 @@ class Report:
     eval_samples: int = 0
     stages: list[StageResult] = field(default_factory=list)
     passes: dict[str, str] = field(default_factory=dict)
+    dimensions: list[dict] = field(default_factory=list)  # dynamic input dimensions and what fixed them
     calibration: list[dict] = field(default_factory=list)
     excluded_nodes: list[str] = field(default_factory=list)
+    int8_region: dict = field(default_factory=dict)  # the operator types quantized and the candidates measured
     pruning: dict = field(default_factory=dict)
     gate: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -125,6 +127,8 @@ def render_report(report: dict, console: Console) -> None:
     if passes:  # the manifest stores keys sorted; show them in pipeline order
         ordered = sorted(passes, key=lambda name: PASS_ORDER.index(name) if name in PASS_ORDER else len(PASS_ORDER))
         console.print("passes: " + ", ".join(f"{name} {passes[name]}" for name in ordered))
+    for fix in report.get("dimensions", []):
+        console.print(f"dimension: {_dimension(fix)}", markup=False)
     for trial in report.get("calibration", []):
         chosen = "  <- chosen" if trial.get("chosen") else ""
         agreement = _percent(trial.get("agreement"))
@@ -132,6 +136,7 @@ def render_report(report: dict, console: Console) -> None:
             f"calibration {trial['method']:<10} held-out agreement {agreement}, cosine {trial['cosine_mean']:.5f}"
             f"{chosen}"
         )
+    render_int8_region(report.get("int8_region") or {}, console)
     render_pruning(report.get("pruning") or {}, console)
     if report.get("excluded_nodes"):
         console.print(f"left in float (most sensitive): {', '.join(report['excluded_nodes'])}")
@@ -167,6 +172,30 @@ def render_detection(report: dict, console: Console) -> None:
         if boxes:
             console.print(f"  {stage['stage']}: {boxes['candidate']} box(es), {boxes['matched']} matched "
                           f"(IoU >= 0.5, same class): matched-box rate {boxes['rate'] * 100:.2f}%")
+
+
+def _dimension(fix: dict) -> str:
+    where = f"input '{fix['input']}' axis {fix['axis']} (written {fix['written']})"
+    if fix["value"] == "batch":
+        return f"{where}: the batch axis, kept dynamic"
+    return f"{where} fixed to {fix['value']} from the {fix['source']}"
+
+
+def render_int8_region(region: dict, console: Console) -> None:
+    """The operator types quantized, why, and every candidate region measured: Q/DQ nodes left in onnxruntime's
+    optimized graph, latency and held-out loss."""
+    if not region:
+        return
+    console.print(f"int8 region: {', '.join(region['op_types'])} ({region['reason']})", markup=False)
+    for candidate in region.get("candidates", []):
+        latency = "-" if candidate.get("latency_ms") is None else f"{candidate['latency_ms']:.3f} ms"
+        loss = "-" if candidate.get("loss") is None else f"{candidate['loss'] * 100:.2f} pt"
+        chosen = "  <- chosen" if candidate.get("chosen") else ""
+        left = f"{candidate['quantize_nodes']} Q + {candidate['dequantize_nodes']} DQ"
+        console.print(
+            f"  {candidate['name']:<26} Q/DQ left: {left}, latency {latency}, held-out loss {loss}{chosen}",
+            markup=False,
+        )
 
 
 def render_pruning(pruning: dict, console: Console) -> None:

@@ -1,15 +1,18 @@
 """Load and check: the model is valid ONNX at a supported opset, its shapes are known, the card fits it.
 
-Everything after this pass may assume a checked model with one dynamic (batch) dimension at most per tensor.
+Everything after this pass may assume a checked model with one dynamic (batch) dimension at most per input
+(converter/dims.py decides which, and fixes the others).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
 
+from converter.dims import BATCH_DIM, DimFix, Shape, resolve_dims
 from converter.errors import ConversionError
 from converter.model_info import TensorInfo, onnx_tensor_infos
 from edge_runtime.card import ModelCard
@@ -18,7 +21,6 @@ from edge_runtime.card import ModelCard
 # emits, newer ones need a newer runtime on every board.
 MIN_OPSET = 7
 MAX_OPSET = 23
-BATCH_DIM = "batch"
 _ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}
 
 
@@ -55,50 +57,6 @@ def _real_inputs(model: onnx.ModelProto) -> list:
     return [value for value in model.graph.input if value.name not in initializers]
 
 
-def _fix_dims(model: onnx.ModelProto, card: ModelCard | None) -> list[str]:
-    """Name the batch dimension and resolve other dynamic dimensions from the card; return notes."""
-    notes = []
-    inputs = _real_inputs(model)
-    for index, value in enumerate(inputs):
-        dims = value.type.tensor_type.shape.dim
-        if not dims:
-            raise ConversionError(f"input '{value.name}' has no shape; export the model with static shapes")
-        card_input = card.input if card and (card.input.name in (None, value.name)) else None
-        if card_input is not None and len(inputs) > 1 and card.input.name is None and index > 0:
-            card_input = None
-        wanted = card_input.model_shape() if card_input is not None else None
-        if wanted is not None and len(wanted) != len(dims) - 1:
-            shown = [d.dim_value or d.dim_param or "?" for d in dims]
-            raise ConversionError(
-                f"the card contradicts the model: it describes input '{value.name}' as [batch, "
-                f"{', '.join(map(str, wanted))}] but the model input is {shown}"
-            )
-        for axis, dim in enumerate(dims):
-            if axis == 0:
-                if not dim.HasField("dim_value"):
-                    dim.Clear()
-                    dim.dim_param = BATCH_DIM
-                continue
-            card_value = wanted[axis - 1] if wanted is not None else None
-            if dim.HasField("dim_value"):
-                if card_value is not None and card_value != dim.dim_value:
-                    raise ConversionError(
-                        f"the card contradicts the model: input '{value.name}' dimension {axis} is "
-                        f"{dim.dim_value} in the model but {card_value} per the card ({card_input.kind})"
-                    )
-                continue
-            if card_value is None:
-                raise ConversionError(
-                    f"input '{value.name}' dimension {axis} is dynamic ('{dim.dim_param or '?'}'); only the batch "
-                    f"dimension may be. Give a --card whose input describes it (window/channels or "
-                    f"height/width) or export with a static shape"
-                )
-            dim.Clear()
-            dim.dim_value = card_value
-            notes.append(f"input '{value.name}' dimension {axis} fixed to {card_value} from the card")
-    return notes
-
-
 def _check_outputs(model: onnx.ModelProto, card: ModelCard | None) -> None:
     if card is None or not card.labels or card.output.kind != "classification":
         return
@@ -116,8 +74,19 @@ def _check_outputs(model: onnx.ModelProto, card: ModelCard | None) -> None:
         )
 
 
-def check_model(model: onnx.ModelProto, card: ModelCard | None) -> tuple[onnx.ModelProto, list[str]]:
-    """Validate the graph, fix dynamic dimensions, infer shapes; return the checked model and notes."""
+@dataclass
+class CheckedModel:
+    """The checked model, what the check fixed in it (for the report) and notes."""
+
+    model: onnx.ModelProto
+    dims: list[DimFix] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_onnx(
+    model: onnx.ModelProto, card: ModelCard | None, data_shapes: dict[str, tuple[Shape, str]] | None = None
+) -> CheckedModel:
+    """Validate the graph, fix dynamic dimensions (from the card, else the data's shapes), infer shapes."""
     opset = default_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConversionError(
@@ -130,7 +99,8 @@ def check_model(model: onnx.ModelProto, card: ModelCard | None) -> tuple[onnx.Mo
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ConversionError(f"the ONNX checker rejects the model: {first}") from None
-    notes = _fix_dims(model, card)
+    dims = resolve_dims(model, _real_inputs(model), card, data_shapes)
+    notes = []
     if foreign:
         notes.append(f"operators from domain(s) {', '.join(foreign)}: only onnxruntime can run this model")
     try:
@@ -139,7 +109,15 @@ def check_model(model: onnx.ModelProto, card: ModelCard | None) -> tuple[onnx.Mo
         first = str(exc).strip().splitlines()[0]
         raise ConversionError(f"shape inference failed: {first}") from None
     _check_outputs(model, card)
-    return model, notes
+    return CheckedModel(model, dims, notes)
+
+
+def check_model(
+    model: onnx.ModelProto, card: ModelCard | None, data_shapes: dict[str, tuple[Shape, str]] | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
+    """`check_onnx` for callers that want the model and the notes only."""
+    checked = check_onnx(model, card, data_shapes)
+    return checked.model, checked.notes + [fix.note() for fix in checked.dims if fix.value != BATCH_DIM]
 
 
 def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:

@@ -44,19 +44,25 @@ def _ort_offline(model: onnx.ModelProto, level: ort.GraphOptimizationLevel) -> o
         return onnx.load(str(target))
 
 
-def _keep_batch_name(model: onnx.ModelProto) -> None:
-    """Optimizers may drop the batch dimension's name; the runtime keys batching off it."""
+def _keep_batch_name(model: onnx.ModelProto, source: onnx.ModelProto) -> None:
+    """Optimizers may drop the batch dimension's name; the runtime keys batching off it (on whichever axis the
+    check pass put it: a recurrent state's batch is not always axis 0)."""
+    batch_axes = {
+        value.name: [axis for axis, dim in enumerate(value.type.tensor_type.shape.dim) if dim.dim_param == BATCH_DIM]
+        for value in source.graph.input
+    }
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value") and not dims[0].dim_param:
-            dims[0].dim_param = BATCH_DIM
+        for axis in batch_axes.get(value.name, [0]):
+            if axis < len(dims) and not dims[axis].HasField("dim_value") and not dims[axis].dim_param:
+                dims[axis].dim_param = BATCH_DIM
 
 
 def fuse(model: onnx.ModelProto, board: Board) -> onnx.ModelProto:
     """Simplify and fuse the graph; operators stay in the standard domains unless the board is ORT-only."""
     slimmed = _slim(model)
     fused = _ort_offline(slimmed, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
-    _keep_batch_name(fused)
+    _keep_batch_name(fused, model)
     foreign = sorted({node.domain for node in fused.graph.node} - _STANDARD_DOMAINS)
     if foreign and not board.onnxruntime.only_backend:
         raise ConversionError(

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import platform
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,8 @@ from converter.conversion import Conversion
 from converter.data import Dataset
 from converter.errors import ConversionError
 from converter.evaluate import compare
+from converter.int8_region import choose_region
+from converter.opset_upgrade import prepare_for_qdq
 from edge_runtime.board import Board
 
 CALIBRATION_METHODS = {
@@ -113,7 +117,9 @@ def quantize_int8(
     with (
         tempfile.TemporaryDirectory(prefix="edge-quantize-") as workdir,
         contextlib.redirect_stdout(io.StringIO()),  # the calibrators print progress to stdout
+        warnings.catch_warnings(),  # numpy's all-NaN warnings and the like: a failure is reported as one line
     ):
+        warnings.simplefilter("ignore")
         source, target = Path(workdir) / "float.onnx", Path(workdir) / "int8.onnx"
         onnx.save(model, str(source))
         quantize_static(
@@ -183,11 +189,15 @@ def sensitive_nodes(
 
 
 def choose_calibration(
-    conversion: Conversion[onnx.ModelProto], settings: QuantizeSettings, calibration: Dataset
+    conversion: Conversion[onnx.ModelProto],
+    settings: QuantizeSettings,
+    calibration: Dataset,
+    model: onnx.ModelProto | None = None,
 ) -> str:
     """Quantize with each calibration method on 3/4 of the calibration data, keep the one whose outputs
     stay closest to the float model on the held-out quarter."""
-    model, report = conversion.float_model, conversion.report
+    model = conversion.float_model if model is None else model
+    report = conversion.report
     if len(calibration) < 8:
         report.notes.append("fewer than 8 calibration samples: calibration method fixed to minmax")
         return "minmax"
@@ -207,14 +217,51 @@ def choose_calibration(
     return best.method
 
 
+def _choose_region(
+    conversion: Conversion[onnx.ModelProto], settings: QuantizeSettings, model: onnx.ModelProto, calibration: Dataset
+) -> list[str]:
+    """The operator types to quantize: the board's list, widened where this host measured it faster."""
+    board = conversion.board
+    base = list(settings.op_types or board.quantization.fast_ops)
+    if not conversion.options.measure_latency:
+        measurable = "not measured (--no-latency)"
+    elif not board.runs_on_this_host():
+        measurable = f"not measured: the target '{board.name}' is {board.arch} and this host is {platform.machine()}"
+    else:
+        measurable = ""
+    reference: dict[int, np.ndarray] = {}
+
+    def quantize(graph: onnx.ModelProto, op_types: list[str], data: Dataset) -> onnx.ModelProto:
+        return quantize_int8(graph, replace(settings, op_types=op_types), data)
+
+    def loss(graph: onnx.ModelProto, data: Dataset) -> float:
+        key = id(data)
+        if key not in reference:
+            reference[key] = conversion.run(model, data, "held-out (float)")[conversion.output_name]
+        outputs = conversion.run(graph, data, "held-out (int8 region)")[conversion.output_name]
+        return conversion.data_loss(data, reference[key], outputs)
+
+    with conversion.progress.bar("int8 region", 1) as advance:
+        choice = choose_region(
+            model, base, calibration, quantize, loss, measurable=measurable, budget=conversion.options.max_accuracy_drop
+        )
+        advance(1)
+    conversion.report.int8_region = choice.as_dict()
+    return choice.op_types
+
+
 def _int8_stage(conversion: Conversion[onnx.ModelProto]) -> str:
     """Quantize, then while the accuracy gate fails leave the most sensitive nodes in float."""
     calibration = conversion.data.calibration
     if calibration is None:
         raise ConversionError("int8 quantization needs --calibration DATA.npz (or use --quantize none)")
-    model = conversion.float_model
     settings = QuantizeSettings.for_board(conversion.board)
-    method = choose_calibration(conversion, settings, calibration)
+    opset = prepare_for_qdq(conversion.float_model, settings.per_channel, calibration.first())
+    model, settings.per_channel = opset.model, opset.per_channel
+    if opset.note:
+        conversion.report.notes.append(opset.note)
+    settings.op_types = _choose_region(conversion, settings, model, calibration)
+    method = choose_calibration(conversion, settings, calibration, model)
     with conversion.progress.bar(f"calibrate {method} (all data)", len(calibration)) as advance:
         quantized = quantize_int8(model, settings, calibration, method=method, advance=advance)
     stage = f"int8 {settings.describe()}, {method}"

@@ -40,9 +40,29 @@ def pick_final(report: Report, board: Board, float_stage: str, quantized_stage: 
     return quantized_stage
 
 
+def keep_float_within_budget(conversion: Conversion[Any], final: str) -> str:
+    """--quantize auto asks for the board's best precision within the accuracy budget, not int8 at any price:
+    when the quantized model loses more than the budget and the float one does not, the float one is bundled
+    and the report says why (an explicit --quantize int8 is refused by the gate instead)."""
+    options, float_stage = conversion.options, conversion.float_stage
+    if options.quantize != "auto" or final == float_stage or not conversion.gate_enforced:
+        return final
+    budget, loss = options.max_accuracy_drop, conversion.loss(final)
+    if loss <= budget or conversion.loss(float_stage) > budget:
+        return final
+    conversion.report.notes.append(
+        f"--quantize auto: the {final} model loses {loss * 100:.2f} points against the original, more than the "
+        f"{budget * 100:.2f} allowed; the {float_stage} float model is bundled (--quantize int8 insists on int8, "
+        f"--max-accuracy-drop allows more loss)"
+    )
+    return float_stage
+
+
 def select_pass(conversion: Conversion[Any]) -> None:
     report, options = conversion.report, conversion.options
     final = pick_final(report, conversion.board, conversion.float_stage, conversion.quantized_stage)
+    if not conversion.engine.as_is:
+        final = keep_float_within_budget(conversion, final)
     report.final_stage = final
     if conversion.engine.as_is:
         loss, basis = 0.0, "unchanged model"

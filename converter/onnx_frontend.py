@@ -12,8 +12,9 @@ import numpy as np
 import onnx
 from rich.console import Console
 
-from converter.conversion import Conversion, StageShape, load_verification_data
+from converter.conversion import Conversion, StageShape, load_verification_data, with_recorded_states
 from converter.data import Dataset
+from converter.declared_inputs import prepare_declared_inputs, same_as_given
 from converter.errors import ConversionError
 from converter.measure import measure_latencies
 from converter.model_info import TensorInfo
@@ -84,11 +85,23 @@ def open_onnx(
             f"board '{board.name}' runs only TFLite models (compiled for its accelerator); convert the model to a "
             f"full-int8 .tflite, compile it with edgetpu_compiler and pass that file"
         )
-    model, notes = check_model(load_onnx(options.model), card)
+    given = load_onnx(options.model)
+    model = onnx.ModelProto()
+    model.CopyFrom(given)
+    given_card = card
+    card, declared = prepare_declared_inputs(model, card)  # state dims fixed, constants folded
+    model, notes = check_model(model, card)
     report = Report(model=options.model.name, target=board.name)
-    report.notes += notes
+    report.notes += declared + notes
     report.passes["check"] = "ran"
-    data = load_verification_data(options, model_inputs(model))
+    data = load_verification_data(options, model_inputs(model), card, model_outputs(model))
+    report.notes += data.notes
+    if data.verify.sequence is not None:  # the states the original produces, for calibration
+        session = make_session(model)
+        names = [info.name for info in model_outputs(model)]
+        data = with_recorded_states(data, lambda feed: dict(zip(names, session.run(names, feed), strict=True)))
+    if card is not given_card:
+        report.notes.append(same_as_given(given, given_card, model, data.verify))
     if data.evaluation is None:
         report.notes.append("no --eval data: verified on the calibration data, which flatters int8")
     quantize = resolve_precision(options.quantize, board)

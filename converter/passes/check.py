@@ -59,8 +59,11 @@ def _fix_dims(model: onnx.ModelProto, card: ModelCard | None) -> list[str]:
     """Name the batch dimension and resolve other dynamic dimensions from the card; return notes."""
     notes = []
     inputs = _real_inputs(model)
+    declared = set(card.constants) | set(card.state) if card else set()
     for index, value in enumerate(inputs):
         dims = value.type.tensor_type.shape.dim
+        if value.name in declared:  # fed by the card (converter/declared_inputs.py fixed it); scalars included
+            continue
         if not dims:
             raise ConversionError(f"input '{value.name}' has no shape; export the model with static shapes")
         card_input = card.input if card and (card.input.name in (None, value.name)) else None

@@ -50,7 +50,7 @@ def select_pass(conversion: Conversion[Any]) -> None:
         loss = conversion.loss(final)
         basis = "accuracy" if conversion.original.fidelity.accuracy is not None else "top-1 agreement"
         if not conversion.classification:
-            basis = "cosine similarity"
+            basis = "decision agreement" if conversion.threshold is not None else "cosine similarity"
     report.gate = {
         "max_accuracy_drop": options.max_accuracy_drop,
         "loss": round(loss, 6),

@@ -242,7 +242,13 @@ class CardOutput(Strict):
 
 
 #: a constant input's value: a number or nested lists of numbers, cast to the model input's dtype
-ConstantValue = bool | int | float | list[Any]
+ConstantValue = Any
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_numeric(item) for item in value)
+    return isinstance(value, bool | int | float)
 
 
 class ModelCard(Strict):
@@ -273,6 +279,9 @@ class ModelCard(Strict):
     def _constants_not_streamed(cls, constants: dict[str, ConstantValue], info: ValidationInfo) -> dict:
         """Streamed, constant and state inputs are disjoint (which model inputs they cover is checked against the
         model: edge_runtime/feeds.py); a field validator, so an error points at the `constants:` line."""
+        for name, value in constants.items():
+            if not _numeric(value):
+                raise ValueError(f"constants.{name}: {value!r} is not a number or a list of numbers")
         spec = info.data.get("input")
         streamed = getattr(spec, "name", None)
         if streamed is not None and streamed in constants:

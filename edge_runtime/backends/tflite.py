@@ -127,7 +127,7 @@ class TfliteModel:
         if detail.quantized:
             info = np.iinfo(detail.dtype)
             value = np.clip(np.round(value.astype(np.float32) / detail.scale + detail.zero_point), info.min, info.max)
-        self.interpreter.set_tensor(detail.index, np.ascontiguousarray(value.astype(detail.dtype)))
+        self.interpreter.set_tensor(detail.index, np.array(value, dtype=detail.dtype, order="C"))  # 0-d stays 0-d
 
     def _run_batch(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         self._resize(self._batch_of(feed))

@@ -129,8 +129,11 @@ def _fold_constants(model: onnx.ModelProto, card: ModelCard) -> tuple[ModelCard,
     if not folded:
         return card, []
     inlined = _inline_constant_ifs(model.graph, known)
-    notes = [f"constant input(s) {', '.join(folded)} folded into the graph ({', '.join(f'{n} = {card.constants[n]}' for n in folded)})"
-             + (f"; {inlined} If node(s) with a condition they decide replaced by the branch taken" if inlined else "")]
+    values = ", ".join(f"{name} = {card.constants[name]}" for name in folded)
+    note = f"constant input(s) {', '.join(folded)} folded into the graph ({values})"
+    if inlined:
+        note += f"; {inlined} If node(s) with a condition they decide replaced by the branch taken"
+    notes = [note]
     remaining = {name: value for name, value in card.constants.items() if name not in folded}
     return card.model_copy(update={"constants": remaining}), notes
 

@@ -23,6 +23,7 @@ from converter.passes.check import check_model, load_onnx, model_inputs, model_o
 from converter.prune.flops import model_flops
 from converter.report import Report
 from converter.runner import make_session, run_dataset
+from converter.sequence import plan_for
 from edge_runtime.board import Board
 from edge_runtime.card import ModelCard
 
@@ -86,6 +87,8 @@ def open_onnx(
             f"full-int8 .tflite, compile it with edgetpu_compiler and pass that file"
         )
     given = load_onnx(options.model)
+    if card is not None and (card.constants or card.state or len(model_inputs(given)) > 1):
+        plan_for(card, options.card, model_inputs(given), model_outputs(given))  # every input described, once
     model = onnx.ModelProto()
     model.CopyFrom(given)
     given_card = card

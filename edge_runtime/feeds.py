@@ -176,7 +176,7 @@ def plan_inputs(card: ModelCard, inputs: Sequence[TensorLike], outputs: Sequence
         where = ("constants",) if card.constants else ("state",) if card.state else ("input",)
         problems.append((where, f"model input '{uncovered[0]}' is not described by the card: it is not the streamed "
                                 f"input ({streamed}), a constant (constants:) or a state input (state: {{input: "
-                                "OUTPUT}})" + (f"; nor are {', '.join(uncovered[1:])}" if len(uncovered) > 1 else "")))
+                                "OUTPUT})" + (f"; nor are {', '.join(uncovered[1:])}" if len(uncovered) > 1 else "")))
     if problems:
         raise CardMismatch(problems)
     return InputPlan(streamed, constants, frozenset(batched), tuple(slots))

@@ -107,7 +107,7 @@ class ModelWorker:
         streamed = isinstance(spec, TimeSeriesInput | AudioInput)
         self.window = SlidingWindow.for_input(spec) if streamed else None
         # a recurrent model's state belongs to the stream and to this model: a new bundle starts it over
-        plan = model.plan
+        plan = getattr(model, "plan", None)  # None: a card-less bundle (and stand-ins in tests)
         self.stream_state = StreamState(plan, self._state_gap_s(spec)) if plan is not None and plan.stateful else None
 
     def _state_gap_s(self, spec) -> float | None:
@@ -308,7 +308,7 @@ class ModelWorker:
         try:
             inputs = self._model_input(card.input, preprocess, batch)
             started = time.perf_counter()
-            plan = model.plan
+            plan = getattr(model, "plan", None)  # None: a card-less bundle (and stand-ins in tests)
             if stream_state is not None:  # recurrent: one window at a time, in stream order, the state carried
                 outputs = run_stream(model.run, plan, stream_state, inputs, [item.ts for item in batch])
             elif plan is not None:  # the streamed batch plus the card's constants

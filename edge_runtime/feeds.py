@@ -163,7 +163,9 @@ def plan_inputs(card: ModelCard, inputs: Sequence[TensorLike], outputs: Sequence
     described = set(card.constants) | set(card.state)
     streamed = card.input.name
     if streamed is not None and streamed not in by_name:
-        problems.append((("input", "name"), f"input.name: the model has no input '{streamed}' (it takes: {takes})"))
+        problems.append((("input", "name"), f"the card's input '{streamed}' is not an input of the model (it takes: "
+                                            f"{takes})"))
+        streamed = None  # misnamed: the inputs it leaves undescribed are not a second problem
     elif streamed is None:
         rest = [name for name in by_name if name not in described]
         if len(rest) == 1:

@@ -25,6 +25,7 @@ from converter.model_info import TensorInfo
 from converter.options import ConvertOptions
 from converter.progress import Progress
 from converter.report import Report, StageResult
+from converter.sequence import RunOne, load_stream_data, needs_plan, plan_for, record_states, value_errors
 from edge_runtime.board import Board
 from edge_runtime.bundle import Manifest
 from edge_runtime.card import ModelCard
@@ -71,6 +72,7 @@ class VerificationData:
     calibration: Dataset | None
     evaluation: Dataset | None
     verify: Dataset
+    notes: tuple[str, ...] = ()  # what was read and how (WAV folders, constants, state), for the report
 
 
 def _load(path: Path, inputs: list[TensorInfo], card: ModelCard | None, what: str) -> Dataset:
@@ -80,18 +82,43 @@ def _load(path: Path, inputs: list[TensorInfo], card: ModelCard | None, what: st
     return load_dataset(path, inputs, what=what)
 
 
-def load_verification_data(
-    options: ConvertOptions, inputs: list[TensorInfo], card: ModelCard | None = None
-) -> VerificationData:
-    calibration = _load(options.calibration, inputs, card, "calibration") if options.calibration else None
-    evaluation = _load(options.evaluation, inputs, card, "evaluation") if options.evaluation else None
+def load_verification_data(options: ConvertOptions, inputs: list[TensorInfo], card: ModelCard | None = None,
+                           outputs: list[TensorInfo] | None = None) -> VerificationData:
+    """The npz files, or, for a card with constants or state and for folders of WAV files, the streamed input
+    read through the card (converter/sequence.py)."""
+    paths = {"calibration": options.calibration, "evaluation": options.evaluation}
+    notes: list[str] = []
+    plan = None
+    loaded: dict[str, Dataset | None] = {}
+    for what, path in paths.items():
+        if path is None:
+            loaded[what] = None
+        elif needs_plan(card, Path(path)):
+            if card is None:
+                raise ConversionError(f"{what} data {path} is a folder of recordings: give a --card that says how "
+                                      "to window them (input: {kind: audio, rate_hz, window, hop})")
+            plan = plan or plan_for(card, options.card, inputs, outputs or [])
+            loaded[what] = load_stream_data(Path(path), card, plan, inputs, what=what, notes=notes)
+        else:
+            loaded[what] = _load(path, inputs, card, what)
+    calibration, evaluation = loaded["calibration"], loaded["evaluation"]
     verify = evaluation or calibration
     if verify is None:
         raise ConversionError(
             "edge-convert verifies every model on real data: give --eval DATA.npz and/or --calibration DATA.npz "
             "(or a folder of images)"
         )
-    return VerificationData(calibration, evaluation, verify)
+    return VerificationData(calibration, evaluation, verify, tuple(notes))
+
+
+def with_recorded_states(data: VerificationData, run_one: RunOne) -> VerificationData:
+    """For a recurrent model: the state inputs the original model produces over each recording, stored with the
+    data (what int8 is calibrated on); every stage is still verified with its own state carried."""
+    if data.verify.sequence is None:
+        return data
+    calibration = record_states(data.calibration, run_one)
+    evaluation = record_states(data.evaluation, run_one)
+    return VerificationData(calibration, evaluation, evaluation or calibration, data.notes)
 
 
 def is_classifier(card: ModelCard | None, outputs: dict[str, np.ndarray]) -> bool:
@@ -217,6 +244,11 @@ class Conversion(Generic[M]):
         """Verify a stage's model against the original and add its row to the report."""
         return self.add_stage(name, model, precision, self.run(model, self.data.verify, name), note)
 
+    @property
+    def threshold(self) -> float | None:
+        """The card's decision threshold on a regression output: fidelity is then decision agreement."""
+        return self.card.output.threshold if self.card is not None else None
+
     def add_stage(
         self, name: str, model: M, precision: str, outputs: dict[str, np.ndarray], note: str = ""
     ) -> StageResult:
@@ -225,12 +257,14 @@ class Conversion(Generic[M]):
             outputs[self.output_name],
             classification=self.classification,
             labels=self.data.verify.labels,
+            threshold=self.threshold,
         )
         boxes = None
         if self.detector is not None:
             match = match_boxes(self.reference_detections, self.detections(outputs))
             fidelity.matched_boxes = match.rate
             boxes = match.as_dict()
+        self._record_sequence(name, outputs[self.output_name], fidelity)
         self.stages[name] = Stage(model, precision, fidelity)
         shape = self.engine.describe(model)
         return self.report.add_stage(
@@ -248,6 +282,27 @@ class Conversion(Generic[M]):
             )
         )
 
+    def _record_sequence(self, name: str, outputs: np.ndarray, fidelity: Fidelity) -> None:
+        """For recurrent models and decisions: each stage's decision agreement and value error over the eval
+        recordings, with its own state carried (the report's `sequence` section)."""
+        verify = self.data.verify
+        if verify.sequence is None and self.threshold is None:
+            return
+        if not self.report.sequence:
+            self.report.sequence = {
+                **(verify.sequence.describe(len(verify)) if verify.sequence is not None else {"windows": len(verify)}),
+                "threshold": self.threshold,
+                "output": self.output_name,
+                "stages": {},
+            }
+        worst, mean = value_errors(self.reference_outputs, outputs)
+        self.report.sequence["stages"][name] = {
+            "decision_agreement": None if fidelity.agreement is None or self.threshold is None
+            else round(fidelity.agreement, 6),
+            "max_abs_error": round(worst, 6),
+            "mean_abs_error": round(mean, 6),
+        }
+
     def loss(self, name: str) -> float:
         """What the gate measures for a stage: its quality lost against the original's."""
         return quality_loss(self.original.fidelity, self.stages[name].fidelity)
@@ -255,5 +310,7 @@ class Conversion(Generic[M]):
     def data_loss(self, data: Dataset, reference: np.ndarray, candidate: np.ndarray) -> float:
         """The gate's measure for any data set: `candidate` outputs against the original model's `reference`."""
         labels = data.labels
-        baseline = compare(reference, reference, classification=self.classification, labels=labels)
-        return quality_loss(baseline, compare(reference, candidate, classification=self.classification, labels=labels))
+        baseline = compare(reference, reference, classification=self.classification, labels=labels,
+                           threshold=self.threshold)
+        return quality_loss(baseline, compare(reference, candidate, classification=self.classification, labels=labels,
+                                              threshold=self.threshold))

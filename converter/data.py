@@ -1,10 +1,15 @@
-"""Calibration and evaluation data (``DATA.npz``): one array per model input, optional integer labels ``y``."""
+"""Calibration and evaluation data (``DATA.npz``): one array per model input, optional integer labels ``y``.
+
+Models whose card has constants or state (converter/sequence.py) and folders of WAV files (converter/audio_data.py)
+are read into the same `Dataset`, with the card's constants beside the arrays and, for a recurrent model, the
+recordings' boundaries so every stage is run over each recording in order with its own state carried.
+"""
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +17,33 @@ import numpy as np
 from converter.dims import BATCH_DIM
 from converter.errors import ConversionError
 from converter.model_info import TensorInfo
+from edge_runtime.feeds import InputPlan
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """Rows are consecutive windows of recordings; each recording starts at a row of `starts` with fresh state
+    (converter/sequence.py runs a model over them)."""
+
+    plan: InputPlan
+    starts: np.ndarray
+    recordings: list[str]
+
+    def describe(self, rows: int) -> dict:
+        return {"recordings": len(self.recordings), "windows": rows,
+                "state": {slot.input: slot.output for slot in self.plan.state}}
 
 
 @dataclass
 class Dataset:
-    """Model-ready inputs (by input name, batch first) and optional class labels."""
+    """Model-ready inputs (by input name, batch first) and optional class labels.
+
+    `constants` go with every batch as they are (a scalar sample rate has no batch axis). Inputs in `unbatched`
+    are stored one full model input per row (a state tensor keeps its own batch axis, which need not be axis 0), so
+    such a data set is fed one row at a time. With a `sequence`, rows are consecutive windows of recordings and a
+    model is run over them in order with its state carried (converter/sequence.py); the state rows stored here are
+    the ones the original model produced, fed where the order is broken (a subset, a calibrator).
+    """
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
@@ -24,6 +51,9 @@ class Dataset:
     #: input name -> the model axis its samples go to, where that is not axis 0 (a recurrent state
     #: `[layers, batch, hidden]`); arrays are stored samples first either way
     batch_axes: dict[str, int] = field(default_factory=dict)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    unbatched: frozenset[str] = frozenset()
+    sequence: Sequence | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -33,16 +63,28 @@ class Dataset:
         return np.ascontiguousarray(np.moveaxis(array, 0, axis)) if axis else array
 
     def batches(self, size: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        if self.unbatched:
+            size = 1
         for start in range(0, len(self), size):
-            yield {name: self._feed(name, array[start : start + size]) for name, array in self.inputs.items()}
+            feed = {name: array[start] if name in self.unbatched else self._feed(name, array[start : start + size])
+                    for name, array in self.inputs.items()}
+            yield {**feed, **self.constants}
 
     def subset(self, index: np.ndarray | slice) -> Dataset:
+        """Some rows; a subset of recordings' windows is no longer a sequence: it is fed the stored state."""
         labels = None if self.labels is None else self.labels[index]
         inputs = {name: array[index] for name, array in self.inputs.items()}
-        return Dataset(inputs, labels, self.source, self.batch_axes)
+        return replace(self, inputs=inputs, labels=labels, sequence=None)
 
     def first(self) -> dict[str, np.ndarray]:
-        return {name: self._feed(name, array[:1]) for name, array in self.inputs.items()}
+        return next(self.batches(1))
+
+    def golden(self) -> dict[str, np.ndarray]:
+        """The bundle's golden input: the first row, or for a recurrent model a row from the middle of the data,
+        so the golden check runs with a state that is not all zeros."""
+        if self.sequence is None:
+            return self.first()
+        return next(self.subset(slice(len(self) // 2, len(self) // 2 + 1)).batches(1))
 
 
 _FLOAT_KINDS = {"float16", "float32", "float64"}
@@ -80,6 +122,30 @@ def _fit_shape(path: Path, name: str, array: np.ndarray, info: TensorInfo) -> No
         raise ConversionError(
             f"{path}: input '{name}' has {array.shape[0]} samples but the model's batch is fixed at {expected[0]}"
         )
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ConversionError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def fit_input(path: Path, info: TensorInfo, array: np.ndarray) -> np.ndarray:
+    """One model input's rows: the model's dtype (any float width for a float input), its shape, finite values."""
+    array = _fit_dtype(path, info.name, array, info.dtype)
+    _fit_shape(path, info.name, array, info)
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        if bad.any():
+            raise ConversionError(
+                f"{path}: input '{info.name}' has NaN or infinite values in {int(bad.sum())} of "
+                f"{len(array)} samples (first: sample {int(np.argmax(bad))}); clean the data first"
+            )
+    if not len(array):
+        raise ConversionError(f"{path}: input '{info.name}' has no samples")
+    return np.ascontiguousarray(array)
 
 
 def load_dataset(path: str | Path, inputs: list[TensorInfo], *, what: str) -> Dataset:

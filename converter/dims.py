@@ -167,8 +167,11 @@ def resolve_dims(
     if len(inputs) == 1 and inputs[0].name not in data_shapes and "x" in data_shapes:
         data_shapes[inputs[0].name] = data_shapes["x"]
     from_card = card_shapes(inputs, card)
+    declared = set(card.constants) | set(card.state) if card else set()
     fixes: list[DimFix] = []
     for value in inputs:
+        if value.name in declared:  # fed by the card (converter/declared_inputs.py fixed it); scalars included
+            continue
         tensor_type = value.type.tensor_type
         if not tensor_type.HasField("shape"):
             raise ConversionError(f"input '{value.name}' has no shape; export the model with static shapes")

@@ -31,10 +31,22 @@ def _rows(array: np.ndarray) -> np.ndarray:
     return array.reshape(len(array), -1).astype(np.float64)
 
 
+def decisions(rows: np.ndarray, threshold: float) -> np.ndarray:
+    """Per row, what the device publishes as `decision` (edge_runtime.postprocess.decide): a value reaches the
+    threshold."""
+    return rows.max(axis=1) >= threshold if rows.shape[1] else np.zeros(len(rows), dtype=bool)
+
+
 def compare(
-    original: np.ndarray, candidate: np.ndarray, *, classification: bool, labels: np.ndarray | None = None
+    original: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    classification: bool,
+    labels: np.ndarray | None = None,
+    threshold: float | None = None,
 ) -> Fidelity:
-    """Compare one output tensor of two models, sample by sample."""
+    """Compare one output tensor of two models, sample by sample. `agreement` is top-1 agreement for a classifier,
+    decision agreement for a regression output with a threshold (a voice-activity model: speech or not)."""
     left, right = _rows(original), _rows(candidate)
     norms = np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
     dots = np.sum(left * right, axis=1)
@@ -42,6 +54,8 @@ def compare(
     agreement = None
     if classification:
         agreement = float(np.mean(np.argmax(left, axis=1) == np.argmax(right, axis=1)))
+    elif threshold is not None and len(left):
+        agreement = float(np.mean(decisions(left, threshold) == decisions(right, threshold)))
     return Fidelity(
         samples=len(left),
         agreement=agreement,

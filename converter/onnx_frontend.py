@@ -12,8 +12,9 @@ import numpy as np
 import onnx
 from rich.console import Console
 
-from converter.conversion import Conversion, StageShape, load_verification_data
+from converter.conversion import Conversion, StageShape, load_verification_data, with_recorded_states
 from converter.data import Dataset, array_shapes
+from converter.declared_inputs import prepare_declared_inputs, same_as_given
 from converter.errors import ConversionError
 from converter.measure import measure_latencies
 from converter.model_info import TensorInfo
@@ -22,6 +23,7 @@ from converter.passes.check import check_onnx, load_onnx, model_inputs, model_ou
 from converter.prune.flops import model_flops
 from converter.report import Report
 from converter.runner import make_session, run_dataset
+from converter.sequence import plan_for
 from edge_runtime.board import Board
 from edge_runtime.card import ModelCard
 
@@ -84,14 +86,28 @@ def open_onnx(
             f"board '{board.name}' runs only TFLite models (compiled for its accelerator); convert the model to a "
             f"full-int8 .tflite, compile it with edgetpu_compiler and pass that file"
         )
+    given = load_onnx(options.model)
+    if card is not None and (card.constants or card.state or len(model_inputs(given)) > 1):
+        plan_for(card, options.card, model_inputs(given), model_outputs(given))  # every input described, once
+    model = onnx.ModelProto()
+    model.CopyFrom(given)
+    given_card = card
+    card, declared = prepare_declared_inputs(model, card)  # state dims fixed, constants folded
     shapes = {**array_shapes(options.evaluation, "evaluation"), **array_shapes(options.calibration, "calibration")}
-    checked = check_onnx(load_onnx(options.model), card, shapes)
+    checked = check_onnx(model, card, shapes)
     model = checked.model
     report = Report(model=options.model.name, target=board.name)
     report.dimensions = [fix.as_dict() for fix in checked.dims]
-    report.notes += checked.notes
+    report.notes += declared + checked.notes
     report.passes["check"] = "ran"
-    data = load_verification_data(options, model_inputs(model), card)
+    data = load_verification_data(options, model_inputs(model), card, model_outputs(model))
+    report.notes += data.notes
+    if data.verify.sequence is not None:  # the states the original produces, for calibration
+        session = make_session(model)
+        names = [info.name for info in model_outputs(model)]
+        data = with_recorded_states(data, lambda feed: dict(zip(names, session.run(names, feed), strict=True)))
+    if card is not given_card:
+        report.notes.append(same_as_given(given, given_card, model, data.verify))
     if data.evaluation is None:
         report.notes.append("no --eval data: verified on the calibration data, which flatters int8")
     quantize = resolve_precision(options.quantize, board)

@@ -47,6 +47,9 @@ class Report:
     int8_region: dict = field(default_factory=dict)  # the operator types quantized and the candidates measured
     pruning: dict = field(default_factory=dict)
     gate: dict = field(default_factory=dict)
+    #: recurrent models and thresholded outputs: recordings, windows, state pairs, and per stage the decision
+    #: agreement and value error against the original over the eval recordings (converter/conversion.py)
+    sequence: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     final_stage: str = ""
     inferred: dict = field(default_factory=dict)  # card fields taken from the exporter's metadata, and from where
@@ -138,6 +141,7 @@ def render_report(report: dict, console: Console) -> None:
         )
     render_int8_region(report.get("int8_region") or {}, console)
     render_pruning(report.get("pruning") or {}, console)
+    render_sequence(report.get("sequence") or {}, console)
     if report.get("excluded_nodes"):
         console.print(f"left in float (most sensitive): {', '.join(report['excluded_nodes'])}")
     gate = report.get("gate") or {}
@@ -196,6 +200,25 @@ def render_int8_region(region: dict, console: Console) -> None:
             f"  {candidate['name']:<26} Q/DQ left: {left}, latency {latency}, held-out loss {loss}{chosen}",
             markup=False,
         )
+
+
+def render_sequence(sequence: dict, console: Console) -> None:
+    """Recurrent / thresholded models: how each stage's decisions and values compare with the original's over the
+    eval recordings, the state carried through each."""
+    if not sequence:
+        return
+    state = sequence.get("state") or {}
+    carried = (", state " + ", ".join(f"{name} <- {output}" for name, output in state.items())) if state else ""
+    threshold = sequence.get("threshold")
+    console.print(
+        f"sequence: {sequence.get('recordings', 1)} recording(s), {sequence.get('windows', 0)} windows{carried}; "
+        f"'{sequence.get('output')}'" + (f" decision at >= {threshold:g}" if threshold is not None else "")
+    )
+    for stage, row in (sequence.get("stages") or {}).items():
+        agreement = row.get("decision_agreement")
+        decided = f"decision agreement {_percent(agreement)}, " if agreement is not None else ""
+        console.print(f"  {stage}: {decided}value error max {row['max_abs_error']:.4g}, mean "
+                      f"{row['mean_abs_error']:.4g}")
 
 
 def render_pruning(pruning: dict, console: Console) -> None:

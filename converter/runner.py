@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 
 from converter.data import Dataset
+from converter.sequence import run_sequence
 
 
 def make_session(
@@ -38,9 +39,12 @@ def run_dataset(
     batch_size: int = 64,
     advance: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """All outputs for all samples, stacked along the batch axis, by output name."""
-    size = batch_size if has_dynamic_batch(session) else 1
+    """All outputs for all samples, stacked along the batch axis, by output name. A recurrent model's data set
+    (`dataset.sequence`) is run one window at a time over each recording, the session's own state carried."""
     names = [output.name for output in session.get_outputs()]
+    if dataset.sequence is not None:
+        return run_sequence(lambda feed: dict(zip(names, session.run(names, feed), strict=True)), dataset, advance)
+    size = batch_size if has_dynamic_batch(session) else 1
     collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for feed in dataset.batches(size):
         for name, value in zip(names, session.run(names, feed), strict=True):

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from rich.console import Console
 
-from converter.conversion import Conversion, StageShape, load_verification_data
+from converter.conversion import Conversion, StageShape, load_verification_data, with_recorded_states
 from converter.data import Dataset
 from converter.errors import ConversionError
 from converter.model_info import TensorInfo
 from converter.options import ConvertOptions
 from converter.report import Report
+from converter.sequence import run_sequence
 from edge_runtime.backends.tflite import TensorDetail, TfliteModel, TfliteUnavailable
 from edge_runtime.board import Board
 from edge_runtime.card import ModelCard
@@ -87,6 +88,8 @@ class TfliteEngine:
         self.names = [info.name for info in outputs]
 
     def run(self, model: TfliteFile, dataset: Dataset, advance: Callable[[int], None]) -> dict[str, np.ndarray]:
+        if dataset.sequence is not None:  # a recurrent model: one window at a time, its own state carried
+            return run_sequence(lambda feed: self.golden(model, feed), dataset, advance)
         parts = []
         for feed in dataset.batches(32):
             parts.append(model.model.run(feed))
@@ -137,8 +140,12 @@ def open_tflite(
         raise ConversionError(f"{options.model}: not a valid TFLite model ({exc})") from None
     inputs, outputs = [_info(d) for d in model.inputs], [_info(d) for d in model.outputs]
     _check_card(card, inputs)
-    data = load_verification_data(options, inputs, card)
+    data = load_verification_data(options, inputs, card, outputs)
+    if data.verify.sequence is not None:  # the states the original produces, what the report's samples show
+        data = with_recorded_states(data, lambda feed: dict(zip([i.name for i in outputs], model.run(feed),
+                                                                 strict=True)))
     report = Report(model=options.model.name, target=board.name)
+    report.notes += data.notes
     report.passes = {"check": "ran", "fuse": NOT_APPLICABLE, "quantize": NOT_APPLICABLE}
     return Conversion.begin(
         options,

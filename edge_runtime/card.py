@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -121,6 +121,89 @@ class FeatureInput(Strict):
         return 1
 
 
+class AudioFeatures(Strict):
+    """An on-device front end for models that take features rather than samples (edge_runtime/audio/features.py).
+
+    `log_mel`: a power spectrogram of Hann-windowed frames (`n_fft` points, one every `hop_length` samples, not
+    centred: frames lie inside the window), on `n_mels` triangular mel bands (Slaney scale, area-normalised, as
+    librosa's defaults), `log(mel + log_offset)`. `mfcc`: the first `n_mfcc` coefficients of an orthonormal
+    DCT-II of that log-mel spectrogram. The model input is [bands, frames] (`layout: bands_first`) or [frames,
+    bands], with a leading 1 when `channel_dim` is set ([1, bands, frames], as a CNN's NCHW input).
+    """
+
+    type: Literal["log_mel", "mfcc"] = "log_mel"
+    n_fft: int = Field(400, gt=1, description="samples per frame (and FFT size)")
+    hop_length: int = Field(160, gt=0, description="samples between two frames")
+    n_mels: int = Field(64, gt=0)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float | None = Field(None, gt=0, description="default: half the sample rate")
+    n_mfcc: int | None = Field(None, gt=0, description="mfcc only: coefficients kept (default 13)")
+    log_offset: float = Field(1e-6, gt=0, description="added before the log so silence stays finite")
+    layout: Literal["bands_first", "frames_first"] = "bands_first"
+    channel_dim: bool = False
+
+    def bands(self) -> int:
+        return (self.n_mfcc or 13) if self.type == "mfcc" else self.n_mels
+
+    def frames(self, window: int) -> int:
+        return 1 + (window - self.n_fft) // self.hop_length
+
+    def shape(self, window: int) -> list[int]:
+        """The model input for one window of `window` samples, without the batch dimension."""
+        frames, bands = self.frames(window), self.bands()
+        shape = [bands, frames] if self.layout == "bands_first" else [frames, bands]
+        return [1, *shape] if self.channel_dim else shape
+
+
+class AudioInput(Strict):
+    """Mono audio at `rate_hz`, cut into windows of `window` samples every `hop` samples; the model takes the
+    samples ([batch, window], float in [-1, 1)) or, with `features`, a log-mel / MFCC spectrogram of each window.
+
+    A model that wants context from the previous window (Silero VAD: 64 samples before each 512) gets it from a
+    window longer than its hop: `window: 576, hop: 512`.
+    """
+
+    kind: Literal["audio"] = "audio"
+    name: str | None = None
+    rate_hz: int = Field(gt=0, description="samples per second; a stream at another rate is refused")
+    window: int = Field(gt=0, description="samples per inference")
+    hop: int = Field(gt=0, description="samples between two inferences")
+    features: AudioFeatures | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AudioInput:
+        if self.features is not None:
+            if self.features.n_fft > self.window:
+                raise ValueError(f"features.n_fft {self.features.n_fft} is longer than the window ({self.window})")
+            if self.features.type == "mfcc" and self.features.bands() > self.features.n_mels:
+                raise ValueError(f"n_mfcc {self.features.bands()} exceeds n_mels {self.features.n_mels}")
+            if self.features.type == "log_mel" and self.features.n_mfcc is not None:
+                raise ValueError("n_mfcc goes with features.type: mfcc")
+            f_max = self.features.f_max or self.rate_hz / 2
+            if f_max > self.rate_hz / 2 or self.features.f_min >= f_max:
+                raise ValueError(f"mel bands need f_min < f_max <= rate_hz / 2 ({self.rate_hz / 2:g})")
+        return self
+
+    def model_shape(self) -> list[int]:
+        if self.features is None:
+            return [self.window]
+        return self.features.shape(self.window)
+
+    @property
+    def channels(self) -> int:
+        """One channel: stereo recordings are read from their first channel."""
+        return 1
+
+    @property
+    def channel_axis(self) -> int:
+        return 1
+
+    @property
+    def normalize(self) -> None:
+        """Audio is taken as recorded (samples in [-1, 1)); a front end's log compresses its range."""
+        return None
+
+
 def _input_kind(value: Any) -> str:
     """Pick the input schema: explicit `kind`, else image if it has a height, else time series."""
     if isinstance(value, dict):
@@ -137,7 +220,8 @@ def _input_kind(value: Any) -> str:
 CardInput = Annotated[
     Annotated[TimeSeriesInput, Tag("timeseries")]
     | Annotated[ImageInput, Tag("image")]
-    | Annotated[FeatureInput, Tag("features")],
+    | Annotated[FeatureInput, Tag("features")]
+    | Annotated[AudioInput, Tag("audio")],
     Discriminator(_input_kind),
 ]
 
@@ -150,7 +234,25 @@ class CardOutput(Strict):
     scores: Literal["auto", "logits", "probabilities"] = Field(
         "auto", description="auto: treated as probabilities when every row sums to 1"
     )
+    threshold: float | None = Field(
+        None, description="regression: predictions add `decision`, true when a value reaches the threshold"
+    )
 
+    @model_validator(mode="after")
+    def _threshold_for_regression(self) -> CardOutput:
+        if self.threshold is not None and self.kind != "regression":
+            raise ValueError(f"threshold goes with kind: regression (a decision on the values), not {self.kind}")
+        return self
+
+
+#: a constant input's value: a number or nested lists of numbers, cast to the model input's dtype
+ConstantValue = Any
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_numeric(item) for item in value)
+    return isinstance(value, bool | int | float)
 
 
 class SsdAnchors(Strict):
@@ -266,6 +368,13 @@ class ModelCard(Strict):
     labels: list[str] | None = None
     input: CardInput
     output: CardOutputSpec = CardOutput()
+    constants: dict[str, ConstantValue] = Field(
+        default_factory=dict, description="model input -> value fed on every call (e.g. a sample rate)"
+    )
+    state: dict[str, str] = Field(
+        default_factory=dict,
+        description="state input -> the output that feeds it on the next call of the same stream (zeros first)",
+    )
 
     @model_validator(mode="after")
     def _labels_for_classifiers(self) -> ModelCard:
@@ -278,3 +387,37 @@ class ModelCard(Strict):
     @property
     def is_detector(self) -> bool:
         return self.output.kind == "detection"
+
+    @field_validator("constants")
+    @classmethod
+    def _constants_not_streamed(cls, constants: dict[str, ConstantValue], info: ValidationInfo) -> dict:
+        """Streamed, constant and state inputs are disjoint (which model inputs they cover is checked against the
+        model: edge_runtime/feeds.py); a field validator, so an error points at the `constants:` line."""
+        for name, value in constants.items():
+            if not _numeric(value):
+                raise ValueError(f"constants.{name}: {value!r} is not a number or a list of numbers")
+        spec = info.data.get("input")
+        streamed = getattr(spec, "name", None)
+        if streamed is not None and streamed in constants:
+            raise ValueError(f"input '{streamed}' is both the streamed input and a constant")
+        return constants
+
+    @field_validator("state")
+    @classmethod
+    def _state_inputs_disjoint(cls, state: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        spec = info.data.get("input")
+        streamed = getattr(spec, "name", None)
+        for name in state:
+            if name == streamed:
+                raise ValueError(f"input '{name}' is both the streamed input and a state input")
+            if name in (info.data.get("constants") or {}):
+                raise ValueError(f"input '{name}' is both a constant and a state input")
+        outputs = list(state.values())
+        twice = sorted({output for output in outputs if outputs.count(output) > 1})
+        if twice:
+            raise ValueError(f"output '{twice[0]}' feeds more than one state input")
+        return state
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.state)

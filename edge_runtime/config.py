@@ -113,6 +113,9 @@ class ModelConfig(Strict):
     max_batch: int = Field(32, ge=1, description="windows run together when samples arrive faster than inference")
     queue_size: int = Field(1024, ge=1, description="windows waiting for inference; the oldest are dropped beyond")
     drift: DriftConfig = DriftConfig()
+    state_reset_gap_s: float | None = Field(
+        None, gt=0, description="a model with state (card `state:`) starts it over after a pause longer than this "
+        "between two windows; default: 4 hops of the stream")
 
 
 class SpoolConfig(Strict):

@@ -19,10 +19,11 @@ from pydantic import ValidationError
 from edge_runtime.backends.base import BackendChoice, BackendUnavailable, LoadedBackend
 from edge_runtime.backends.select import choose_backend
 from edge_runtime.board import Board
-from edge_runtime.bundle import Bundle, BundleError, GoldenSpec, read_bundle
-from edge_runtime.card import ImageInput, ModelCard, TimeSeriesInput
+from edge_runtime.bundle import Bundle, BundleError, GoldenSpec, TensorSpec, read_bundle
+from edge_runtime.card import AudioInput, ImageInput, ModelCard, TimeSeriesInput
 from edge_runtime.config import BackendConfig
 from edge_runtime.detection import DetectionDecoder
+from edge_runtime.feeds import CardMismatch, InputPlan, plan_inputs
 from edge_runtime.postprocess import predictions
 
 _log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class LoadedModel:
     input_name: str
     output_name: str
     golden_max_error: float
+    #: how every model input is fed (streamed, constants, state); None for a bundle without a card
+    plan: InputPlan | None = None
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch (batch first) on the chosen backend; every output by name."""
@@ -140,29 +143,36 @@ def _describe_card_input(card: ModelCard) -> str:
         return f"window {spec.window}, channels {spec.channels}, layout {spec.layout}"
     if isinstance(spec, ImageInput):
         return f"height {spec.height}, width {spec.width}, channels {spec.channels}, layout {spec.layout}"
+    if isinstance(spec, AudioInput):
+        front = f", {spec.features.type} features" if spec.features else ""
+        return f"audio window {spec.window} at {spec.rate_hz} Hz{front}"
     return f"features {spec.features}"
 
 
-def _card_io(path: Path, bundle: Bundle, card: ModelCard | None, backend: LoadedBackend) -> tuple[str, str]:
-    """The model input and output the daemon will use, checked against what the backend actually runs and the
-    manifest's shapes: a card that disagrees with its model would load fine and fail every batch later."""
+def _card_io(path: Path, bundle: Bundle, card: ModelCard | None,
+             backend: LoadedBackend) -> tuple[str, str, InputPlan | None]:
+    """The model input and output the daemon will use, and how every other input is fed (constants, state),
+    checked against what the backend actually runs and the manifest's shapes: a card that disagrees with its
+    model would load fine and fail every batch later."""
     manifest = bundle.manifest
     inputs = list(getattr(backend, "input_names", None) or [spec.name for spec in manifest.inputs])
     outputs = list(getattr(backend, "output_names", None) or [spec.name for spec in manifest.outputs])
     if card is None:  # nothing to check against (bench of a card-less bundle): the first input and output
-        return manifest.inputs[0].name, manifest.outputs[0].name
+        return manifest.inputs[0].name, manifest.outputs[0].name, None
     problems = []
-    if card.input.name is not None:
-        input_name = card.input.name
-        if input_name not in inputs:
-            problems.append(f"the card's input '{input_name}' is not an input of the model (it takes: "
-                            f"{', '.join(inputs)})")
-    elif len(inputs) == 1:
-        input_name = inputs[0]
-    else:
-        input_name = inputs[0]
-        problems.append(f"the model takes {len(inputs)} inputs ({', '.join(inputs)}) but the card names none "
-                        "(input.name) and the daemon feeds exactly one")
+    specs = [spec for spec in manifest.inputs if spec.name in inputs]
+    specs += [TensorSpec(name=name, shape=[], dtype="float32") for name in inputs
+              if name not in {spec.name for spec in specs}]
+    out_specs = [spec for spec in manifest.outputs if spec.name in outputs]
+    out_specs += [TensorSpec(name=name, shape=[], dtype="float32") for name in outputs
+                  if name not in {spec.name for spec in out_specs}]
+    plan = None
+    try:
+        plan = plan_inputs(card, specs, out_specs)
+        input_name = plan.streamed
+    except CardMismatch as mismatch:
+        problems += [message for _, message in mismatch.problems]
+        input_name = card.input.name or inputs[0]
     output_name = card.output.name or outputs[0]
     if output_name not in outputs:
         problems.append(f"the card's output '{output_name}' is not an output of the model (it has: "
@@ -177,15 +187,18 @@ def _card_io(path: Path, bundle: Bundle, card: ModelCard | None, backend: Loaded
                             f"({_describe_card_input(card)}) makes [batch, {', '.join(map(str, want))}]")
     if problems:
         raise ModelLoadError(f"{path}: the model card does not match the model: {'; '.join(problems)}")
-    return input_name, output_name
+    return input_name, output_name, plan
 
 
 def _run_card_shaped_zeros(path: Path, choice: BackendChoice, card: ModelCard, input_name: str,
-                           output_name: str) -> None:
-    """One batch exactly as the daemon will build it from the card, through the backend and postprocessing."""
+                           output_name: str, plan: InputPlan | None) -> None:
+    """One batch exactly as the daemon will build it from the card (constants and the initial state included),
+    through the backend and postprocessing."""
     zeros = np.zeros([1, *card.input.model_shape()], dtype=np.float32)
     try:
-        outputs = choice.backend.run({input_name: zeros})
+        outputs = choice.backend.run(plan.feed(zeros) if plan is not None else {input_name: zeros})
+        if plan is not None and plan.stateful:
+            plan.next_state(outputs)  # the state output must fit its input, or the second window fails
         if output_name not in outputs:
             raise ValueError(f"no output '{output_name}' in the results ({', '.join(outputs)})")
         if len(outputs[output_name]) != 1:
@@ -232,7 +245,7 @@ def load_bundle_model(
         raise ModelLoadError(f"{path}: cannot load {manifest.name} {manifest.version}: {exc}") from None
 
     try:
-        input_name, output_name = _card_io(path, bundle, card, choice.backend)
+        input_name, output_name, plan = _card_io(path, bundle, card, choice.backend)
         try:
             for _ in range(max(warmup_runs, 0)):
                 choice.backend.run(golden_inputs)
@@ -243,7 +256,7 @@ def load_bundle_model(
         if problem is not None:
             raise ModelLoadError(f"{path}: golden output not reproduced on {choice.active}: {problem}")
         if card is not None:
-            _run_card_shaped_zeros(path, choice, card, input_name, output_name)
+            _run_card_shaped_zeros(path, choice, card, input_name, output_name, plan)
     except BaseException:
         choice.backend.close()
         raise
@@ -256,6 +269,7 @@ def load_bundle_model(
         input_name=input_name,
         output_name=output_name,
         golden_max_error=error,
+        plan=plan,
     )
     _log.info(
         "loaded %s %s from %s on %s%s (golden max error %.3g, signature: %s)",

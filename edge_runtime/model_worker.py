@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_runtime.card import FeatureInput, ImageInput, TimeSeriesInput
+from edge_runtime.card import AudioInput, FeatureInput, ImageInput, TimeSeriesInput
 from edge_runtime.config import ModelConfig
 from edge_runtime.detection import DetectionDecoder
 from edge_runtime.drift.tracker import DriftTracker
 from edge_runtime.error_reporter import ErrorReporter
+from edge_runtime.feeds import STATE_GAP_HOPS, StreamState, run_stream
 from edge_runtime.metrics import ModelStats
 from edge_runtime.model_loader import LoadedModel
 from edge_runtime.postprocess import detections, predictions
@@ -105,7 +106,21 @@ class ModelWorker:
         self.drift = DriftTracker(self.name, model.bundle.manifest.reference, card, self.config.drift,
                                   self._drift_changed)
         spec = card.input
-        self.window = SlidingWindow.for_input(spec) if isinstance(spec, TimeSeriesInput) else None
+        streamed = isinstance(spec, TimeSeriesInput | AudioInput)
+        self.window = SlidingWindow.for_input(spec) if streamed else None
+        # a recurrent model's state belongs to the stream and to this model: a new bundle starts it over
+        plan = getattr(model, "plan", None)  # None: a card-less bundle (and stand-ins in tests)
+        self.stream_state = StreamState(plan, self._state_gap_s(spec)) if plan is not None and plan.stateful else None
+
+    def _state_gap_s(self, spec) -> float | None:
+        """After a pause longer than this between two windows the state starts over: `state_reset_gap_s` in the
+        config, else STATE_GAP_HOPS hops of the stream (None for images and feature rows: no timeline)."""
+        configured = self.config.state_reset_gap_s
+        if configured is not None:
+            return configured
+        if isinstance(spec, TimeSeriesInput | AudioInput):
+            return STATE_GAP_HOPS * spec.hop / spec.rate_hz
+        return None
 
     def _drift_changed(self, report: dict) -> None:
         if self._publish_drift is not None:
@@ -284,19 +299,28 @@ class ModelWorker:
         stacked = np.stack([item.data for item in batch])
         if isinstance(spec, FeatureInput):
             return preprocess.features(stacked)
+        if isinstance(spec, AudioInput):
+            return preprocess.audio(stacked)
         return preprocess.time_series(stacked)
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         with self._lock:  # references only: preprocessing must not hold up `accept` (paho's thread)
             model, card, preprocess, drift = self.model, self.card, self.preprocess, self.drift
             decoder = self.decoder
+            stream_state = self.stream_state
         try:
             if decoder is not None:  # a detector: keep each frame's resize to map its boxes back onto it
                 inputs, transforms = preprocess.images([item.data for item in batch])
             else:
                 inputs = self._model_input(card.input, preprocess, batch)
             started = time.perf_counter()
-            outputs = model.run({model.input_name: inputs})
+            plan = getattr(model, "plan", None)  # None: a card-less bundle (and stand-ins in tests)
+            if stream_state is not None:  # recurrent: one window at a time, in stream order, the state carried
+                outputs = run_stream(model.run, plan, stream_state, inputs, [item.ts for item in batch])
+            elif plan is not None:  # the streamed batch plus the card's constants
+                outputs = model.run(plan.feed(inputs))
+            else:
+                outputs = model.run({model.input_name: inputs})
             inference_ms = (time.perf_counter() - started) * 1e3
             if decoder is not None:
                 results = detections(decoder, outputs, transforms)
@@ -372,6 +396,7 @@ class ModelWorker:
             "degraded": choice.degraded,
             "degraded_reason": choice.reason,
             "source": self.config.source.type,
+            **({"state": self.stream_state.describe()} if self.stream_state is not None else {}),
             "drift": self.drift.summary(),
         }
 
@@ -389,7 +414,7 @@ def _close(model: LoadedModel, name: str) -> None:
 
 def _same_window(old, new) -> bool:
     """The sliding window's buffered raw samples are still valid for the new input."""
-    return (isinstance(old, TimeSeriesInput) and isinstance(new, TimeSeriesInput)
+    return (isinstance(old, TimeSeriesInput | AudioInput) and type(old) is type(new)
             and (old.window, old.hop, old.channels, old.rate_hz) == (new.window, new.hop, new.channels, new.rate_hz))
 
 
@@ -397,6 +422,7 @@ _INPUT_FIELDS = {
     "timeseries": ("window", "hop", "channels", "rate_hz", "layout"),
     "image": ("height", "width", "channels", "layout"),
     "features": ("features",),
+    "audio": ("window", "hop", "rate_hz"),  # a front end's features are computed per batch: they may change
 }
 
 

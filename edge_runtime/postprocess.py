@@ -1,4 +1,5 @@
-"""From model outputs to what a prediction message says: a label and a score, values, or detections."""
+"""From model outputs to what a prediction message says: a label and a score, values (and a decision when the
+card gives the regression output a threshold), or detections."""
 
 from __future__ import annotations
 
@@ -20,12 +21,21 @@ def _as_probabilities(rows: np.ndarray, scores: str) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def decide(values: np.ndarray, threshold: float) -> bool:
+    """A regression output's decision (speech / no speech): true when any value reaches the threshold. The
+    converter judges a converted model by the same function, so the gate counts the decisions a device publishes."""
+    return bool(np.max(values) >= threshold) if np.size(values) else False
+
+
 def predictions(output: np.ndarray, card: ModelCard | None) -> list[dict]:
     """One dict per batch row: `label`, `class` and `score` for classifiers, `values` otherwise."""
     rows = output.reshape(len(output), -1)
     kind = card.output.kind if card else ("classification" if rows.shape[1] > 1 else "regression")
     if kind != "classification":
-        return [{"values": [float(value) for value in row]} for row in rows]
+        threshold = card.output.threshold if card else None
+        if threshold is None:
+            return [{"values": [float(value) for value in row]} for row in rows]
+        return [{"values": [float(value) for value in row], "decision": decide(row, threshold)} for row in rows]
     probabilities = _as_probabilities(rows, card.output.scores if card else "auto")
     labels = card.labels if card and card.labels else None
     results = []

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.card import FeatureInput, ImageInput, ModelCard, Normalize, TimeSeriesInput
+from edge_runtime.audio.features import model_input as audio_model_input
+from edge_runtime.card import AudioInput, FeatureInput, ImageInput, ModelCard, Normalize, TimeSeriesInput
 from edge_runtime.decode import require_pillow
 from edge_runtime.detection.geometry import ImageTransform, letterbox, stretch
 from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
@@ -64,7 +65,7 @@ class SlidingWindow:
         self.reset()
 
     @classmethod
-    def for_input(cls, spec: TimeSeriesInput, **options: Any) -> SlidingWindow:
+    def for_input(cls, spec: TimeSeriesInput | AudioInput, **options: Any) -> SlidingWindow:
         """The window a card asks for, resetting after a gap of more than GAP_WINDOWS windows' duration."""
         return cls(spec.window, spec.hop, spec.channels, max_gap_s=GAP_WINDOWS * spec.window / spec.rate_hz,
                    **options)
@@ -187,6 +188,14 @@ class Preprocessor:
         if spec.layout == "channels_first":
             x = x.transpose(0, 2, 1)
         return np.ascontiguousarray(x)
+
+    def audio(self, windows: np.ndarray) -> np.ndarray:
+        """[B, window, 1] raw samples -> the samples [B, window] or their log-mel / MFCC features, as the card says
+        (edge_runtime/audio/features.py, the same code the converter calibrates with)."""
+        self._expect(AudioInput)
+        if windows.ndim != 3 or windows.shape[1:] != (self.spec.window, 1):
+            raise ValueError(f"expected audio windows [B, {self.spec.window}, 1], got {list(windows.shape)}")
+        return audio_model_input(self.spec, windows[:, :, 0])
 
     def image(self, frames: list[ImageFrame]) -> np.ndarray:
         """Frames of any size -> resized to the card's height x width, scaled, normalised, nchw/nhwc."""

@@ -12,7 +12,7 @@ from converter.package import BundleContents, write_model_bundle
 def package_pass(conversion: Conversion[Any]) -> None:
     options, card, engine, report = conversion.options, conversion.card, conversion.engine, conversion.report
     final = conversion.stages[report.final_stage]
-    golden_inputs = conversion.data.verify.first()
+    golden_inputs = conversion.data.verify.golden()
     inputs, outputs = engine.tensors(final.model)
     contents = BundleContents(
         name=card.name if card else options.model.stem,

@@ -209,7 +209,7 @@ def choose_calibration(
         with conversion.progress.bar(f"calibrate {method}", len(fit)) as advance:
             candidate = quantize_int8(model, settings, fit, method=method, advance=advance)
         out = conversion.run(candidate, held_out, f"held-out ({method})")[conversion.output_name]
-        fidelity = compare(float_out, out, classification=conversion.classification)
+        fidelity = compare(float_out, out, classification=conversion.classification, threshold=conversion.threshold)
         trials.append(CalibrationTrial(method, fidelity.agreement, round(fidelity.cosine_mean, 6)))
     best = max(trials, key=lambda t: (t.agreement if t.agreement is not None else 0.0, t.cosine_mean))
     best.chosen = True

@@ -70,7 +70,7 @@ def select_pass(conversion: Conversion[Any]) -> None:
         loss = conversion.loss(final)
         basis = "accuracy" if conversion.original.fidelity.accuracy is not None else "top-1 agreement"
         if not conversion.classification:
-            basis = "cosine similarity"
+            basis = "decision agreement" if conversion.threshold is not None else "cosine similarity"
         if conversion.detector is not None:
             basis = "matched boxes (IoU >= 0.5, same class)"
     report.gate = {

@@ -40,15 +40,20 @@ class OnnxRuntimeBackendConfig(BaseBackendConfig):
         None, description="TensorRT engine cache folder: the engine takes minutes to build on a Jetson"
     )
 
-# onnxruntime's tensor type names -> numpy, so callers may feed float64 or lists and still run.
+# onnxruntime's tensor type names -> numpy, so callers may feed float64 or lists and still run; every input gets
+# its own dtype (an int64 scalar sample rate next to float audio).
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
     "tensor(int8)": np.int8,
     "tensor(uint8)": np.uint8,
+    "tensor(int16)": np.int16,
+    "tensor(uint16)": np.uint16,
     "tensor(int32)": np.int32,
+    "tensor(uint32)": np.uint32,
     "tensor(int64)": np.int64,
+    "tensor(uint64)": np.uint64,
     "tensor(bool)": np.bool_,
 }
 

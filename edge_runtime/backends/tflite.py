@@ -2,7 +2,7 @@
 
 ai-edge-litert is preferred: tflite-runtime 2.14 (its last release) fails with numpy 2 when an Interpreter is
 created. Quantized (int8/uint8) inputs and outputs are converted with the tensors' own scale and zero point,
-so callers always feed and read float32.
+so callers always feed and read float32 for them; other inputs and outputs keep their own dtype.
 
 As a backend plugin (`open_backend`), delegates (libedgetpu.so.1, an NPU's external delegate) are tried in the
 user's order; the first that loads and lets the model allocate its tensors runs it. Without one the model
@@ -84,7 +84,7 @@ def _details(raw: dict[str, Any]) -> TensorDetail:
 
 
 class TfliteModel:
-    """A loaded TFLite model that takes and returns float32 arrays, batch first."""
+    """A loaded TFLite model: float32 for (de)quantized tensors, every other tensor in its own dtype, batch first."""
 
     def __init__(self, content: bytes, *, threads: int = 1, delegates: list[Any] | None = None):
         interpreter, self.package = interpreter_class()
@@ -99,40 +99,61 @@ class TfliteModel:
 
     @property
     def dynamic_batch(self) -> bool:
-        return all(detail.shape and detail.shape[0] == -1 for detail in self.inputs)
+        batched = [detail for detail in self.inputs if detail.shape]
+        return bool(batched) and all(detail.shape[0] == -1 for detail in batched)
+
+    def _batched(self, detail: TensorDetail, value: np.ndarray) -> bool:
+        """A batch-first input (not a scalar constant, not a state tensor that keeps its batch axis inside)."""
+        return bool(detail.shape) and detail.shape[0] in (-1, 1) and value.ndim == len(detail.shape)
+
+    def _batch_of(self, feed: dict[str, np.ndarray]) -> int:
+        sizes = [len(value) for detail in self.inputs
+                 if self._batched(detail, value := np.asarray(feed[detail.name]))]
+        return max(sizes, default=1)
 
     def _resize(self, batch: int) -> None:
         if batch == self._batch:
             return
         for detail in self.inputs:
-            self.interpreter.resize_tensor_input(detail.index, [batch, *detail.shape[1:]], strict=True)
+            if detail.shape and detail.shape[0] == -1:
+                self.interpreter.resize_tensor_input(detail.index, [batch, *detail.shape[1:]], strict=True)
         self.interpreter.allocate_tensors()
         self._batch = batch
 
+    def _set(self, detail: TensorDetail, value: np.ndarray) -> None:
+        """Quantized inputs go through their scale and zero point; others are cast to their own dtype (float
+        audio, an int64 sample rate, a boolean flag), never through float32."""
+        value = np.asarray(value)
+        if detail.quantized:
+            info = np.iinfo(detail.dtype)
+            value = np.clip(np.round(value.astype(np.float32) / detail.scale + detail.zero_point), info.min, info.max)
+        self.interpreter.set_tensor(detail.index, np.array(value, dtype=detail.dtype, order="C"))  # 0-d stays 0-d
+
     def _run_batch(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        batch = len(next(iter(feed.values())))
-        self._resize(batch)
+        self._resize(self._batch_of(feed))
         for detail in self.inputs:
-            value = np.asarray(feed[detail.name], dtype=np.float32)
-            if detail.quantized:
-                info = np.iinfo(detail.dtype)
-                value = np.clip(np.round(value / detail.scale + detail.zero_point), info.min, info.max)
-            self.interpreter.set_tensor(detail.index, value.astype(detail.dtype))
+            self._set(detail, feed[detail.name])
         self.interpreter.invoke()
         results = []
         for detail in self.outputs:
             value = self.interpreter.get_tensor(detail.index)
             if detail.quantized:
                 value = (value.astype(np.float32) - detail.zero_point) * detail.scale
-            results.append(np.array(value, dtype=np.float32))
+            results.append(np.array(value))  # a copy: the interpreter reuses its buffers
         return results
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Outputs in output order; rows one at a time when the model's batch dimension is fixed."""
-        batch = len(next(iter(feed.values())))
+        """Outputs in output order; rows one at a time when the model's batch dimension is fixed (inputs without a
+        batch axis, such as constants, go with every row)."""
+        batch = self._batch_of(feed)
         if self.dynamic_batch or batch == 1:
             return self._run_batch(feed)
-        rows = [self._run_batch({name: value[i : i + 1] for name, value in feed.items()}) for i in range(batch)]
+        details = {detail.name: detail for detail in self.inputs}
+        rows = []
+        for i in range(batch):
+            row = {name: value[i : i + 1] if self._batched(details[name], np.asarray(value)) else value
+                   for name, value in feed.items()}
+            rows.append(self._run_batch(row))
         return [np.concatenate(parts) for parts in zip(*rows, strict=True)]
 
 

@@ -126,7 +126,11 @@ class StatsDocument(TypedDict, total=False):
 #: syntax because `class` is a keyword
 PredictionDocument = TypedDict("PredictionDocument", {
     "seq": int, "ts": float, "model": str, "label": str, "class": int, "score": float, "values": list[float],
-    "detections": list[dict[str, Any]], "latency_ms": float,
+    "detections": list[dict[str, Any]],
+    # a regression output with a threshold in the card (`output: {kind: regression, threshold: 0.5}`): true when a
+    # value reaches it, e.g. speech / no speech for a voice-activity model
+    "decision": bool,
+    "latency_ms": float,
 }, total=False)
 
 

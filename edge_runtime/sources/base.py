@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from edge_runtime.card import FeatureInput, ModelCard, TimeSeriesInput
+from edge_runtime.card import AudioInput, FeatureInput, ModelCard, TimeSeriesInput
 from edge_runtime.plugin import PluginConfig
 from edge_runtime.stream import SampleSink
 
@@ -52,6 +52,8 @@ def stream_shape(card: ModelCard, rate_hz: float | None = None) -> tuple[int, fl
     spec = card.input
     if isinstance(spec, TimeSeriesInput):
         return spec.channels, rate_hz or spec.rate_hz
+    if isinstance(spec, AudioInput):  # mono samples; the rate is the card's (no resampling)
+        return 1, float(spec.rate_hz)
     if isinstance(spec, FeatureInput):
         return spec.features, rate_hz or FEATURE_RATE_HZ
     raise ValueError(f"model {card.name} takes images; use an image source (folder, or mqtt with format: image)")

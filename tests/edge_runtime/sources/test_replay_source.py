@@ -199,7 +199,7 @@ def test_missing_wrong_and_garbage_files(tmp_path, make_context):
     with pytest.raises(ValueError, match="nothere.csv does not exist"):
         replay(make_context(), tmp_path / "nothere.csv")
     (tmp_path / "data.txt").write_text("1,2,3\n")
-    with pytest.raises(ValueError, match=r"\.csv or \.npz"):
+    with pytest.raises(ValueError, match=r"\.csv, \.npz or \.wav"):
         replay(make_context(), tmp_path / "data.txt")
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip")
     with pytest.raises(ValueError, match="junk.npz: cannot read it as NPZ"):

@@ -247,7 +247,7 @@ class Conversion(Generic[M]):
     @property
     def threshold(self) -> float | None:
         """The card's decision threshold on a regression output: fidelity is then decision agreement."""
-        return self.card.output.threshold if self.card is not None else None
+        return getattr(self.card.output, "threshold", None) if self.card is not None else None  # detectors: none
 
     def add_stage(
         self, name: str, model: M, precision: str, outputs: dict[str, np.ndarray], note: str = ""

@@ -29,6 +29,9 @@ LEVELS = ("ok", "warning", "drift")
 _EPS = 1e-4
 WINDOW_METRICS = ("psi", "js", "out_of_range")
 Z_CLIP = 3.0
+#: With a calibrated per-class slack, a hop adds at most this much above its slack: a model lags a class change by
+#: about half its window, and each of those hops (judged against the old class) must count for little.
+SLACK_CLIP = 1.0
 WINDOW_EVERY = 5  # predictions between two computations of the window metrics in `level`
 
 
@@ -144,6 +147,13 @@ class DriftMonitor:
         self._updates = 0
         self._window_at = 0
         self._window_level: int | None = None
+        # the CUSUM's slack and clip per class and channel: calibrated per class (bundles with `cusum_slack`), or the
+        # single default slack with z clipped at Z_CLIP (older bundles, calibrated for exactly that)
+        shape = (ref.classes, channels)
+        if ref.cusum_slack.shape == shape:
+            self._slack, self._z_clip = ref.cusum_slack, ref.cusum_slack + SLACK_CLIP
+        else:
+            self._slack, self._z_clip = np.full(shape, self.cusum_slack), np.full(shape, Z_CLIP)
         self._varies = ref.std.max(axis=0) > 1e-9  # a stuck channel only counts where the reference varies
         if self.channel_names is None or len(self.channel_names) != channels:
             self.channel_names = [f"ch{index}" for index in range(channels)]
@@ -181,10 +191,11 @@ class DriftMonitor:
         # sequential detector: how far this hop's mean is from its class mean, in units of how far it strays
         # without drift (within-run noise and the differences between runs the reference saw)
         # Clipped (a Huber-style CUSUM): when the activity changes, the first hops of the new one are still
-        # attributed to the old class for a few predictions; one such hop must not count like a sensor fault.
-        z = np.clip((samples.mean(axis=0) - ref.mean[cls]) / ref.mean_scale[cls], -Z_CLIP, Z_CLIP)
-        self._cusum_up = np.maximum(0.0, self._cusum_up + z - self.cusum_slack)
-        self._cusum_down = np.maximum(0.0, self._cusum_down - z - self.cusum_slack)
+        # attributed to the old class for a few predictions; such a hop adds a bounded amount, not a sensor fault.
+        clip, slack = self._z_clip[cls], self._slack[cls]
+        z = np.clip((samples.mean(axis=0) - ref.mean[cls]) / ref.mean_scale[cls], -clip, clip)
+        self._cusum_up = np.maximum(0.0, self._cusum_up + z - slack)
+        self._cusum_down = np.maximum(0.0, self._cusum_down - z - slack)
         # stuck sensor: the same value many samples in a row, counted in whole hops (a run that starts inside a
         # hop is found one hop later, which is cheap to accept and saves a per-sample pass)
         constant = samples.max(axis=0) == samples.min(axis=0)

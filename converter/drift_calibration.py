@@ -36,6 +36,12 @@ class SampleStream:
     hop: int
     width: int = 1  # samples per model input window: how long a class change takes to reach the predictions
 
+    @property
+    def class_lag(self) -> int:
+        """Predictions between a hop's arrival and the prediction of the window centred on it (the monitor's
+        `class_lag`)."""
+        return round(self.width / 2 / self.hop) if self.width > self.hop else 0
+
 
 def sample_stream(inputs: np.ndarray, classes: np.ndarray, card: ModelCard) -> SampleStream | None:
     """Undo the windowing: consecutive windows that overlap by window - hop continue one run; anything else
@@ -82,6 +88,40 @@ def _fold_of(recordings: list[tuple[int, int, int]]) -> list[int]:
     return folds
 
 
+def class_tour(k: int) -> list[int]:
+    """Classes in an order where every class follows every other once (an Eulerian circuit of the complete directed
+    graph, Hierholzer's algorithm): a device meets every change of activity, and each one has its own lag."""
+    if k < 2:
+        return list(range(k))
+    unused = {a: [b for b in range(k) if b != a] for a in range(k)}
+    stack, tour = [0], []
+    while stack:
+        if unused[stack[-1]]:
+            stack.append(unused[stack[-1]].pop())
+        else:
+            tour.append(stack.pop())
+    return tour[::-1]
+
+
+def _toured(recordings: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """A fold's recordings as a stream that visits the classes in `class_tour` order, each visit playing the class's
+    next recordings (again from its first when they run out)."""
+    by_class: dict[int, list[tuple[int, int]]] = {}
+    for a, b, cls in sorted(recordings):
+        by_class.setdefault(cls, []).append((a, b))
+    classes = sorted(by_class)
+    tour = [classes[index] for index in class_tour(len(classes))]
+    visits = {cls: tour.count(cls) for cls in classes}
+    taken = dict.fromkeys(classes, 0)
+    out = []
+    for cls in tour:
+        own = by_class[cls]
+        per_visit = -(-len(own) // visits[cls])
+        out += [own[(taken[cls] + i) % len(own)] for i in range(per_visit)]
+        taken[cls] += per_visit
+    return out
+
+
 def _feed(monitor: DriftMonitor, stream: SampleStream, segments: list[tuple[int, int]], predicted: np.ndarray,
           record) -> None:
     """Stream the segments one after the other, a hop per update, as the device would. The class of a hop is what
@@ -98,8 +138,8 @@ def _feed(monitor: DriftMonitor, stream: SampleStream, segments: list[tuple[int,
             record(monitor)
 
 
-def reference_with_design(stream: SampleStream, recordings: list[tuple[int, int, int]], n_classes: int
-                          ) -> tuple[DriftReference, CusumDesign]:
+def reference_with_design(stream: SampleStream, recordings: list[tuple[int, int, int]], n_classes: int,
+                          cut: set[int] = frozenset()) -> tuple[DriftReference, CusumDesign]:
     """The drift reference of these recordings of the stream, with the CUSUM's per-class scale and slack from their
     variance components (converter/drift_variance.py)."""
     classes = n_classes if n_classes > 1 else None
@@ -115,31 +155,43 @@ def reference_with_design(stream: SampleStream, recordings: list[tuple[int, int,
                                 segments=[(a, b) for a, b, _ in local])
     k = reference.classes
     design = cusum_design(values, labels if classes else np.zeros(len(values), dtype=np.int64), k,
-                          local if classes else [(a, b, 0) for a, b, _ in local], stream.hop, reference.std)
+                          local if classes else [(a, b, 0) for a, b, _ in local], stream.hop, reference.std, cut)
     reference.mean_scale, reference.cusum_slack = design.scale, design.slack
     return reference, design
+
+
+def _pairs(values: np.ndarray, floor: float) -> list:
+    """(warning, drift) bounds from the largest clean values, elementwise over the last axis's leading shape."""
+    warning = np.maximum(values * WARNING_MARGIN, floor)
+    drift = np.maximum(values * DRIFT_MARGIN, floor * DRIFT_MARGIN)
+    return np.round(np.stack([warning, drift], axis=-1), 4).tolist()
 
 
 def calibrate(stream: SampleStream, predicted: np.ndarray, n_classes: int, window: int = DEFAULT_WINDOW
               ) -> tuple[Thresholds, dict]:
     """Cross-fitted thresholds for a monitor of `window` samples; also returns what was observed."""
-    recordings = pseudo_recordings(stream.classes if n_classes > 1 else np.zeros(len(stream.values), np.int64),
-                                   stream.segments, stream.hop)
+    recordings, cut = pseudo_recordings(
+        stream.classes if n_classes > 1 else np.zeros(len(stream.values), np.int64), stream.segments, stream.hop)
     fold_of = _fold_of(recordings)
-    folds = [[(a, b) for (a, b, _), f in zip(recordings, fold_of, strict=True) if f == index] for index in range(FOLDS)]
-    fold_sizes = [sum(end - start for start, end in fold) for fold in folds]
+    folds = [_toured([r for r, f in zip(recordings, fold_of, strict=True) if f == index]) for index in range(FOLDS)]
+    fold_sizes = [sum(b - a for (a, b, _), f in zip(recordings, fold_of, strict=True) if f == index)
+                  for index in range(FOLDS)]
     window = int(min(window, max(50, min(fold_sizes) // 2)))
     channels = stream.values.shape[1]
+    k = max(n_classes, 1)
     observed = {metric: np.zeros(channels) for metric in FLOORS}
-    observed_single = {metric: np.zeros(channels) for metric in ("psi", "js")}
+    # the window metrics per class too: a streamed window counts for the class most of it was predicted as
+    by_class = {metric: np.zeros((k, channels)) for metric in ("psi", "js")}
+    single_max = {metric: np.zeros((k, channels)) for metric in ("psi", "js")}
     longest_run = 1
     evaluations = 0
     for index, fold in enumerate(folds):
         others = [r for r, f in zip(recordings, fold_of, strict=True) if f != index]
-        reference, _ = reference_with_design(stream, others, n_classes)
-        monitor = DriftMonitor(reference, Thresholds(), window=window)
+        reference, _ = reference_with_design(stream, others, n_classes, cut)
+        monitor = DriftMonitor(reference, Thresholds(), window=window, class_lag=stream.class_lag)
+        pooled = reference.classes == 1
 
-        def record(m: DriftMonitor) -> None:
+        def record(m: DriftMonitor, pooled: bool = pooled) -> None:
             nonlocal longest_run, evaluations
             values = m.metrics()
             observed["cusum"] = np.maximum(observed["cusum"], values["cusum"])
@@ -148,35 +200,35 @@ def calibrate(stream: SampleStream, predicted: np.ndarray, n_classes: int, windo
                 evaluations += 1
                 for metric in ("psi", "js", "out_of_range"):
                     observed[metric] = np.maximum(observed[metric], values[metric])
+                dominant = 0 if pooled else int(np.argmax(m.class_weights()))
+                for metric in by_class:
+                    by_class[metric][dominant] = np.maximum(by_class[metric][dominant], values[metric])
 
-        _feed(monitor, stream, sorted(fold), predicted, record)
+        _feed(monitor, stream, fold, predicted, record)
         # a window inside one new recording, which the mixed windows of the stream above understate
         held_out = [r for r, f in zip(recordings, fold_of, strict=True) if f == index]
-        single = single_recording_metrics(stream.values, held_out, reference, window)
-        for metric in ("psi", "js"):
-            observed_single[metric] = np.maximum(observed_single[metric], single[metric])
-    streamed = {metric: observed[metric].copy() for metric in observed_single}
-    for metric, value in observed_single.items():
-        observed[metric] = np.maximum(observed[metric], value)
-    bounds = {
-        metric: [
-            (round(max(value * WARNING_MARGIN, FLOORS[metric]), 4),
-             round(max(value * DRIFT_MARGIN, FLOORS[metric] * DRIFT_MARGIN), 4))
-            for value in per_channel
-        ]
-        for metric, per_channel in observed.items()
-    }
-    thresholds = Thresholds(**bounds, stuck_run=max(20, 2 * longest_run))
+        single = single_recording_metrics(stream.values, held_out, reference, window, cut)
+        for metric in single_max:
+            single_max[metric][: len(single[metric])] = np.maximum(single_max[metric][: len(single[metric])],
+                                                                   single[metric])
+    streamed = {metric: observed[metric].copy() for metric in by_class}
+    for metric in by_class:
+        by_class[metric] = np.maximum(by_class[metric], single_max[metric])
+        observed[metric] = np.maximum(observed[metric], by_class[metric].max(axis=0))
+    bounds = {metric: _pairs(per_channel, FLOORS[metric]) for metric, per_channel in observed.items()}
+    per_class = {f"{metric}_by_class": _pairs(values, FLOORS[metric]) for metric, values in by_class.items()}
+    thresholds = Thresholds(**bounds, **(per_class if n_classes > 1 else {}), stuck_run=max(20, 2 * longest_run))
     details = {
         "method": f"cross-fitted over {FOLDS} folds of whole recordings; warning = {WARNING_MARGIN} x and drift = "
-                  f"{DRIFT_MARGIN} x the largest value each metric reached on held-out clean data",
+                  f"{DRIFT_MARGIN} x the largest value each metric reached on held-out clean data (PSI and JS per "
+                  "class, and also predicted for a window inside one held-out recording)",
         "window": window,
         "recordings": len(recordings),
+        "recording_boundaries": "cut from runs" if cut else "seen",
         "evaluations": evaluations,
         "observed_max": {metric: [round(float(v), 4) for v in value] for metric, value in observed.items()},
         "streamed_max": {metric: [round(float(v), 4) for v in value] for metric, value in streamed.items()},
-        "single_recording_max": {metric: [round(float(v), 4) for v in value]
-                                 for metric, value in observed_single.items()},
+        "single_recording_max": {metric: np.round(value, 4).tolist() for metric, value in single_max.items()},
         "longest_identical_run": longest_run,
     }
     return thresholds, details
@@ -191,9 +243,9 @@ def drift_section(inputs: np.ndarray, labels: np.ndarray | None, predicted_windo
         return None
     predicted = sample_stream(inputs, predicted_windows, card).classes
     thresholds, details = calibrate(stream, predicted, n_classes)
-    recordings = pseudo_recordings(stream.classes if n_classes > 1 else np.zeros(len(stream.values), np.int64),
-                                   stream.segments, stream.hop)
-    reference, design = reference_with_design(stream, recordings, n_classes)
+    recordings, cut = pseudo_recordings(
+        stream.classes if n_classes > 1 else np.zeros(len(stream.values), np.int64), stream.segments, stream.hop)
+    reference, design = reference_with_design(stream, recordings, n_classes, cut)
     details["cusum"] = _design_summary(design)
     spec = card.input
     names = getattr(spec, "channel_names", None) or getattr(spec, "feature_names", None)
@@ -201,6 +253,7 @@ def drift_section(inputs: np.ndarray, labels: np.ndarray | None, predicted_windo
         "schema": 1,
         "window": details["window"],
         "hop": stream.hop,
+        "class_lag": stream.class_lag,
         "samples": len(stream.values),
         "runs": len(stream.segments),
         "class_source": "labels" if labels is not None else "predictions",

@@ -15,8 +15,9 @@ method of moments):
 
 Recording boundaries are seldom visible: windows cut from recordings played end to end overlap across the joins, so
 a class arrives as one long run. Then the runs are cut into pseudo-recordings (`pseudo_recordings`) of a length that
-gives every class at least MIN_RECORDINGS of them; a pseudo-recording shorter than a real one only leaves part of
-the between-recording spread inside the recording, where it still counts as noise, never as nothing.
+gives every class at least MIN_RECORDINGS of them. A piece cut at an arbitrary point straddles real recordings and
+averages their offsets, so for those classes the spread of the piece means is taken whole as between-recording
+spread (its noise is not subtracted): an upper bound, where the method of moments would understate it.
 """
 
 from __future__ import annotations
@@ -62,16 +63,18 @@ def class_stretches(classes: np.ndarray, segments: list[tuple[int, int]]) -> lis
 
 
 def pseudo_recordings(classes: np.ndarray, segments: list[tuple[int, int]], hop: int
-                      ) -> list[tuple[int, int, int]]:
+                      ) -> tuple[list[tuple[int, int, int]], set[int]]:
     """The stream's recordings as (start, end, class): its class stretches, and where a class has fewer than
-    MIN_RECORDINGS of them, those stretches cut into equal pieces (whole hops) so that it has that many."""
+    MIN_RECORDINGS of them, those stretches cut into equal pieces (whole hops) so that it has that many; and the
+    classes that were cut."""
     stretches = class_stretches(classes, segments)
-    out = []
+    out, cut = [], set()
     for cls in sorted({c for _, _, c in stretches}):
         own = [(a, b) for a, b, c in stretches if c == cls]
         if len(own) >= MIN_RECORDINGS:
             out += [(a, b, cls) for a, b in own]
             continue
+        cut.add(cls)
         total_hops = sum((b - a) // hop for a, b in own)
         length = hop * max(MIN_RECORDING_HOPS, total_hops // MIN_RECORDINGS)
         for a, b in own:
@@ -79,7 +82,7 @@ def pseudo_recordings(classes: np.ndarray, segments: list[tuple[int, int]], hop:
             if len(cuts) > 1 and b - cuts[-1] < length // 2:  # a short tail joins the piece before it
                 cuts.pop()
             out += [(c, d, cls) for c, d in zip(cuts, [*cuts[1:], b], strict=True)]
-    return sorted(out)
+    return sorted(out), cut
 
 
 def _hop_means(values: np.ndarray, start: int, end: int, hop: int) -> np.ndarray:
@@ -113,8 +116,11 @@ def _short_run_variance(series: list[np.ndarray]) -> np.ndarray:
 
 
 def cusum_design(values: np.ndarray, classes: np.ndarray, n_classes: int, recordings: list[tuple[int, int, int]],
-                 hop: int, fallback_std: np.ndarray) -> CusumDesign:
-    """Variance components per class and channel (see the module docstring). A class without two usable
+                 hop: int, fallback_std: np.ndarray, cut: set[int] = frozenset()) -> CusumDesign:
+    """Variance components per class and channel (see the module docstring). For a class whose recordings are
+    pieces cut from a run (`cut`), the spread of the piece means is taken whole as between-recording spread: a
+    piece straddles real recordings, so subtracting its noise would leave too little (an upper bound instead of an
+    estimate, on purpose). A class without two usable
     recordings borrows the median between/within ratio of the classes that have them; one with no data at all
     takes its scale from `fallback_std` [K, C] (the class's sample standard deviation)."""
     channels = values.shape[1]
@@ -131,7 +137,7 @@ def cusum_design(values: np.ndarray, classes: np.ndarray, n_classes: int, record
             omega[cls] = fallback_std[cls] if len(series) < 2 else omega[cls]
         if len(series) >= 2:
             means = np.stack([s.mean(axis=0) for s in series])
-            noise = omega[cls] ** 2 * np.mean([1.0 / len(s) for s in series])
+            noise = 0.0 if cls in cut else omega[cls] ** 2 * np.mean([1.0 / len(s) for s in series])
             tau[cls] = np.sqrt(np.maximum(means.var(axis=0, ddof=1) - noise, 0.0))
     omega = np.maximum(omega, 1e-6)
     known = ~np.isnan(tau[:, 0])

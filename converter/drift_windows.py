@@ -39,11 +39,13 @@ def _chi2(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 
 def single_recording_metrics(values: np.ndarray, recordings: list[tuple[int, int, int]], reference: DriftReference,
-                             window: int) -> dict[str, np.ndarray]:
-    """Largest PSI and JS distance [C] expected of a `window`-sample window inside any of these held-out recordings
-    (start, end, class) against `reference` (built without them): each recording's histogram with its deviation
-    from the reference scaled to the window's noise (sqrt((A + C / window) / (A + C / length))), measured with
-    the device's own metric functions."""
+                             window: int, cut: set[int] = frozenset()) -> dict[str, np.ndarray]:
+    """Largest PSI and JS distance [K, C] expected of a `window`-sample window inside any of these held-out
+    recordings (start, end, class) of each class against `reference` (built without them): each recording's
+    histogram with its deviation from the reference scaled to the window's noise
+    (sqrt((A + C / window) / (A + C / length))), measured with the device's own metric functions. For a class
+    whose recordings are pieces cut from one run (`cut`), the halves of a piece may lie in two real recordings, so
+    their distance is not noise alone: such a piece's histogram is taken as it is (no shrinking, an upper bound)."""
     channels, width = reference.channels, reference.bins
     rows = []
     for start, end, cls in recordings:
@@ -55,15 +57,18 @@ def single_recording_metrics(values: np.ndarray, recordings: list[tuple[int, int
         shares = _shares(bins, width)
         halves = _chi2(_shares(bins[:middle], width), _shares(bins[middle:], width))
         rows.append((cls, end - start, shares, expected, _chi2(shares, expected), halves))
-    predicted = {"psi": np.zeros(channels), "js": np.zeros(channels)}
+    predicted = {"psi": np.zeros((reference.classes, channels)), "js": np.zeros((reference.classes, channels))}
     for cls in {row[0] for row in rows}:
         own = [row for row in rows if row[0] == cls]
         noise = np.mean([length * halves / 4 for _, length, _, _, _, halves in own], axis=0)  # C per channel
+        if cls in cut:
+            noise = np.zeros_like(noise)
         for _, length, shares, expected, whole, _ in own:
             between = np.maximum(whole - noise / length, 0.0)  # A
-            scale = np.sqrt((between + noise / window) / np.maximum(between + noise / length, 1e-12))
+            scale = np.sqrt((between + noise / window) / np.maximum(between + noise / length, 1e-12)) if noise.any() \
+                else np.ones_like(between)
             scale = np.minimum(scale, 1.0)[:, None]
             window_shares = expected + scale * (shares - expected)
-            predicted["psi"] = np.maximum(predicted["psi"], psi(window_shares, expected))
-            predicted["js"] = np.maximum(predicted["js"], js_distance(window_shares, expected))
+            predicted["psi"][cls] = np.maximum(predicted["psi"][cls], psi(window_shares, expected))
+            predicted["js"][cls] = np.maximum(predicted["js"][cls], js_distance(window_shares, expected))
     return predicted

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_NAMES: tuple[str, ...] = ("activity", "activity_wide", "digits")
+SAMPLE_NAMES: tuple[str, ...] = ("activity", "activity_long", "activity_wide", "digits")
 #: Calibration sets are capped: enough for stable activation ranges, small enough for fast quantization.
 MAX_CALIBRATION = 512
 
@@ -104,7 +104,7 @@ def write_sample(name: str, directory: Path) -> SampleModel:
 
 
 def build_sample(name: str, cache_dir: Path | None = None) -> SampleModel:
-    """Return sample `name` ("activity" or "digits"), training it only if the cache has no entry yet.
+    """Return sample `name` (one of SAMPLE_NAMES), training it only if the cache has no entry yet.
 
     `cache_dir` defaults to ``$EDGE_CACHE_DIR`` or ``<repo>/.cache/models``; see `sample_models.cache`.
     """

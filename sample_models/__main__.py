@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--recording",
         action="store_true",
-        help="also write NAME.recording.csv, the held-out sensor stream in class runs (activity only)",
+        help="also write NAME.recording.csv, the held-out sensor stream in class runs (activity samples only)",
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="build cache (default: $EDGE_CACHE_DIR or .cache/models)"
@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(source, destination)
         print(destination)
     if args.recording:
-        if args.name != "activity":
-            print("only the activity sample has a sensor recording", file=sys.stderr)
+        if not args.name.startswith("activity"):
+            print("only the activity samples have a sensor recording", file=sys.stderr)
             return 2
         from .recording import write_activity_recording
 
-        print(write_activity_recording(args.outdir / "activity.recording.csv"))
+        print(write_activity_recording(args.outdir / f"{args.name}.recording.csv"))
     return 0
 
 

@@ -7,16 +7,18 @@ bias (Keras style) while the digits sample's do not, so the fuse pass sees both 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
 
 from . import TrainedSample
-from .datasets import BASIC_MOTIONS_CHANNELS, BASIC_MOTIONS_RATE_HZ, load_basic_motions
+from .datasets import BASIC_MOTIONS_CHANNELS, BASIC_MOTIONS_RATE_HZ, eval_and_held_out, load_basic_motions
 from .training import TrainConfig, accuracy, train_classifier
 
 #: Bump when anything below changes the trained model or its files; it is part of the cache key.
-SAMPLE_VERSION = 3
+SAMPLE_VERSION = 4
 NAME = "activity"
 WINDOW = 50  # 5 s at 10 Hz
 HOP = 10  # one inference per second on the device; also 6 windows per 100-sample recording
@@ -41,16 +43,35 @@ class ActivityNet(nn.Module):
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def sliding_windows(recordings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cut [N, C, T] recordings into [N * k, C, WINDOW] windows every HOP samples, recording by recording."""
-    starts = range(0, recordings.shape[2] - WINDOW + 1, HOP)
-    windows = np.stack([recordings[:, :, s : s + WINDOW] for s in starts], axis=1)  # [N, k, C, WINDOW]
+def sliding_windows(recordings: np.ndarray, labels: np.ndarray, window: int = WINDOW, hop: int = HOP
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Cut [N, C, T] recordings into [N * k, C, window] windows every `hop` samples, recording by recording."""
+    starts = range(0, recordings.shape[2] - window + 1, hop)
+    windows = np.stack([recordings[:, :, s : s + window] for s in starts], axis=1)  # [N, k, C, window]
     per_recording = windows.shape[1]
     return windows.reshape(-1, *windows.shape[2:]), np.repeat(labels, per_recording)
 
 
-def train(name: str = NAME, widths: tuple[int, ...] = WIDTHS, kernel: int = KERNEL) -> TrainedSample:
-    """Train on the BasicMotions train recordings; calibrate on them, evaluate on the test recordings."""
+def class_stream_windows(recordings: np.ndarray, labels: np.ndarray, window: int, hop: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's recordings end to end (data set order) as one stream, cut every `hop` samples: what a device
+    sees when one activity lasts longer than a recording, and the only way to get windows longer than one."""
+    xs, ys = [], []
+    for cls in np.unique(labels):
+        stream = np.concatenate(list(recordings[labels == cls]), axis=1)  # [C, total]
+        starts = range(0, stream.shape[1] - window + 1, hop)
+        xs.append(np.stack([stream[:, s : s + window] for s in starts]))
+        ys.append(np.full(len(starts), cls, dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+Windowing = Callable[[np.ndarray, np.ndarray, int, int], tuple[np.ndarray, np.ndarray]]
+
+
+def train(name: str = NAME, widths: tuple[int, ...] = WIDTHS, kernel: int = KERNEL, *, window: int = WINDOW,
+          hop: int = HOP, cut: Windowing = sliding_windows) -> TrainedSample:
+    """Train on the BasicMotions train recordings and calibrate on them; evaluate on the eval half of the test
+    recordings (the other half is held out from everything: `sample_models.recording`)."""
     data = load_basic_motions()
     # Statistics over every sample of every training recording, per channel: what the device will apply.
     mean = data.x_train.astype(np.float64).mean(axis=(0, 2))
@@ -62,8 +83,9 @@ def train(name: str = NAME, widths: tuple[int, ...] = WIDTHS, kernel: int = KERN
         s = np.asarray(std_list, dtype=np.float32)[None, :, None]
         return ((x - m) / s).astype(np.float32)
 
-    x_train, y_train = sliding_windows(normalize(data.x_train), data.y_train)
-    x_test, y_test = sliding_windows(normalize(data.x_test), data.y_test)
+    evaluated, _ = eval_and_held_out(data.y_test)
+    x_train, y_train = cut(normalize(data.x_train), data.y_train, window, hop)
+    x_test, y_test = cut(normalize(data.x_test[evaluated]), data.y_test[evaluated], window, hop)
     torch.manual_seed(TRAIN_CONFIG.seed)
     model = train_classifier(
         ActivityNet(len(BASIC_MOTIONS_CHANNELS), len(data.label_names), widths, kernel),
@@ -71,20 +93,21 @@ def train(name: str = NAME, widths: tuple[int, ...] = WIDTHS, kernel: int = KERN
         y_train,
         TRAIN_CONFIG,
     )
+    seconds = window / BASIC_MOTIONS_RATE_HZ
     card = {
         "name": name,
         "version": str(SAMPLE_VERSION),
         "description": (
             f"1-D CNN ({'/'.join(map(str, widths))} channels, kernel {kernel}) on BasicMotions (sktime): "
-            "smartwatch accelerometer + gyroscope at 10 Hz, 5 s windows. "
+            f"smartwatch accelerometer + gyroscope at 10 Hz, {seconds:g} s windows. "
             f"Test accuracy (torch, float32): {accuracy(model, x_test, y_test):.3f}."
         ),
         "labels": list(data.label_names),
         "input": {
             "kind": "timeseries",
             "name": "x",
-            "window": WINDOW,
-            "hop": HOP,
+            "window": window,
+            "hop": hop,
             "rate_hz": BASIC_MOTIONS_RATE_HZ,
             "channels": len(BASIC_MOTIONS_CHANNELS),
             "layout": "channels_first",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import TrainedSample
 from .activity import train as train_activity
 
-SAMPLE_VERSION = 2
+SAMPLE_VERSION = 3
 NAME = "activity_wide"
 WIDTHS = (192, 384, 384)
 KERNEL = 9

@@ -97,6 +97,22 @@ def load_basic_motions() -> LabeledSplit:
     return LabeledSplit(x_train, y_train, x_test, y_test, names)
 
 
+def eval_and_held_out(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the test recordings the converter evaluates on, and of those nobody converts with.
+
+    Whole recordings alternate between the two within each class (in the data set's order), so both halves hold
+    every activity and neither is an early or a late session. The held-out half is what the drift benchmark and
+    the demo replay: a drift threshold must hold on recordings that neither its calibration nor the converter's
+    verification has seen, as a device's stream is.
+    """
+    labels = np.asarray(labels)
+    position = np.zeros(len(labels), dtype=np.int64)
+    for cls in np.unique(labels):
+        rows = np.flatnonzero(labels == cls)
+        position[rows] = np.arange(len(rows))
+    return np.flatnonzero(position % 2 == 0), np.flatnonzero(position % 2 == 1)
+
+
 def upsample(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of [N, H, W] images to [N, size, size]; linear, so it keeps the pixel range."""
     import torch

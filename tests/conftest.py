@@ -54,6 +54,13 @@ def digits_sample() -> SampleModel:
 
 @pytest.fixture(scope="session")
 @tier("slow")
+def activity_long_sample() -> SampleModel:
+    """Another 1-D CNN on the same IMU data with 10 s windows (window 100, hop 10), trained on class streams."""
+    return build_sample("activity_long")
+
+
+@pytest.fixture(scope="session")
+@tier("slow")
 def activity_wide_sample() -> SampleModel:
     """The same 1-D CNN made wide enough for about 1 ms per window (the daemon benchmark's model)."""
     return build_sample("activity_wide")

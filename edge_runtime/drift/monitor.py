@@ -29,6 +29,10 @@ LEVELS = ("ok", "warning", "drift")
 _EPS = 1e-4
 WINDOW_METRICS = ("psi", "js", "out_of_range")
 Z_CLIP = 3.0
+#: With a calibrated per-class slack, a hop adds at most this much above its slack: a model lags a class change by
+#: about half its window, and each of those hops (judged against the old class) must count for little.
+SLACK_CLIP = 1.0
+MIXED_SHARE = 0.05  # a class with at least this share of a window holds the window to its bounds
 WINDOW_EVERY = 5  # predictions between two computations of the window metrics in `level`
 
 
@@ -51,6 +55,11 @@ class Thresholds:
     missing: tuple[float, float] = (0.01, 0.05)
     class_mix: tuple[float, float] = (0.5, 1.0)
     stuck_run: int = 50
+    # Optional [K][C] (warning, drift) pairs per class for the window metrics: a window is held to the bounds of
+    # the classes predicted in it (`DriftMonitor.window_bounds`), so a quiet class does not inherit the bound of
+    # the noisiest one. Absent in older bundles: the per-channel bounds apply.
+    psi_by_class: list | None = None
+    js_by_class: list | None = None
 
     def for_channel(self, metric: str, channel: int) -> tuple[float, float]:
         bounds = getattr(self, metric)
@@ -69,6 +78,9 @@ class Thresholds:
     @classmethod
     def from_dict(cls, data: dict) -> Thresholds:
         def pairs(value):
+            if isinstance(value, list) and value and isinstance(value[0], list) and value[0] and isinstance(
+                    value[0][0], list):
+                return value  # per class: kept as nested lists
             if isinstance(value, list) and value and isinstance(value[0], list):
                 return [tuple(item) for item in value]
             return tuple(value) if isinstance(value, list) else value
@@ -107,6 +119,11 @@ class DriftMonitor:
     window: int = 500
     cusum_slack: float = 0.25
     class_mix_counts: bool = False
+    # Predictions the samples wait for their class: a window's class belongs to the samples in its middle, so the
+    # hop that arrives now is judged with the class predicted `class_lag` predictions later (about half a model
+    # window). Then a change of activity is attributed where it happened instead of half a window late. 0 (bundles
+    # made before it existed): the class predicted with the samples, as those bundles were calibrated.
+    class_lag: int = 0
     channel_names: list[str] | None = None
     class_names: list[str] | None = None
     # state
@@ -127,6 +144,11 @@ class DriftMonitor:
         self._flat_offset = np.arange(channels) * bins
         self._bounds = {metric: np.array([self.thresholds.for_channel(metric, c) for c in range(channels)])
                         for metric in (*WINDOW_METRICS, "cusum")}
+        self._by_class = {}
+        for metric in ("psi", "js"):
+            table = getattr(self.thresholds, f"{metric}_by_class")
+            if table is not None and np.shape(table) == (classes, channels, 2):
+                self._by_class[metric] = np.asarray(table, dtype=np.float64)
         self._counts = np.zeros(channels * bins, dtype=np.int64)  # flat [C * B]
         self._class_counts = np.zeros(classes, dtype=np.int64)
         self._outside_counts = np.zeros(channels, dtype=np.int64)
@@ -140,10 +162,18 @@ class DriftMonitor:
         self._last = np.full(channels, np.nan)
         self._run = np.zeros(channels, dtype=np.int64)
         self._confidence: deque[float] = deque(maxlen=max(8, self.window // 4))
+        self._waiting: deque[np.ndarray] = deque()  # the last `class_lag` hops, waiting for their class
         self._missing: deque[tuple[int, int]] = deque()  # (samples seen when it happened, count)
         self._updates = 0
         self._window_at = 0
         self._window_level: int | None = None
+        # the CUSUM's slack and clip per class and channel: calibrated per class (bundles with `cusum_slack`), or the
+        # single default slack with z clipped at Z_CLIP (older bundles, calibrated for exactly that)
+        shape = (ref.classes, channels)
+        if ref.cusum_slack.shape == shape:
+            self._slack, self._z_clip = ref.cusum_slack, ref.cusum_slack + SLACK_CLIP
+        else:
+            self._slack, self._z_clip = np.full(shape, self.cusum_slack), np.full(shape, Z_CLIP)
         self._varies = ref.std.max(axis=0) > 1e-9  # a stuck channel only counts where the reference varies
         if self.channel_names is None or len(self.channel_names) != channels:
             self.channel_names = [f"ch{index}" for index in range(channels)]
@@ -151,11 +181,22 @@ class DriftMonitor:
     # -- per prediction ------------------------------------------------------------------------------------------
     def update(self, samples: np.ndarray, predicted_class: int = 0, confidence: float | None = None) -> None:
         """Add the samples one prediction brought in ([n, C], model-ready), with the class the model predicted."""
-        ref = self.reference
         samples = np.asarray(samples, dtype=np.float64)[-self.window :]
-        n = len(samples)
-        if not n:
+        if confidence is not None:
+            self._confidence.append(float(confidence))
+        self._updates += 1
+        if not len(samples):
             return
+        if self.class_lag:  # the hop of `class_lag` predictions ago is in the middle of this prediction's window
+            self._waiting.append(samples)
+            if len(self._waiting) <= self.class_lag:
+                return
+            samples = self._waiting.popleft()
+        self._add(samples, predicted_class)
+
+    def _add(self, samples: np.ndarray, predicted_class: int) -> None:
+        ref = self.reference
+        n = len(samples)
         cls = int(predicted_class) if ref.classes > 1 else 0
         flat = ((samples[:, :, None] >= self._edges[None]).sum(axis=2) + self._flat_offset).astype(np.int64)
         # outside everything the reference saw, whatever the class: per-class ranges of a few runs are too narrow
@@ -181,18 +222,16 @@ class DriftMonitor:
         # sequential detector: how far this hop's mean is from its class mean, in units of how far it strays
         # without drift (within-run noise and the differences between runs the reference saw)
         # Clipped (a Huber-style CUSUM): when the activity changes, the first hops of the new one are still
-        # attributed to the old class for a few predictions; one such hop must not count like a sensor fault.
-        z = np.clip((samples.mean(axis=0) - ref.mean[cls]) / ref.mean_scale[cls], -Z_CLIP, Z_CLIP)
-        self._cusum_up = np.maximum(0.0, self._cusum_up + z - self.cusum_slack)
-        self._cusum_down = np.maximum(0.0, self._cusum_down - z - self.cusum_slack)
+        # attributed to the old class for a few predictions; such a hop adds a bounded amount, not a sensor fault.
+        clip, slack = self._z_clip[cls], self._slack[cls]
+        z = np.clip((samples.mean(axis=0) - ref.mean[cls]) / ref.mean_scale[cls], -clip, clip)
+        self._cusum_up = np.maximum(0.0, self._cusum_up + z - slack)
+        self._cusum_down = np.maximum(0.0, self._cusum_down - z - slack)
         # stuck sensor: the same value many samples in a row, counted in whole hops (a run that starts inside a
         # hop is found one hop later, which is cheap to accept and saves a per-sample pass)
         constant = samples.max(axis=0) == samples.min(axis=0)
         self._run = np.where(constant, np.where(samples[0] == self._last, self._run + n, n), 1)
         self._last = samples[-1]
-        if confidence is not None:
-            self._confidence.append(float(confidence))
-        self._updates += 1
 
     def record_missing(self, count: int = 1) -> None:
         """Samples the daemon rejected as NaN/infinite: they count toward the missing share."""
@@ -238,6 +277,17 @@ class DriftMonitor:
             values["out_of_range"] = self._outside_counts / max(self._filled, 1)
         return values
 
+    def window_bounds(self, metric: str) -> np.ndarray:
+        """[C, 2] bounds of a window metric: where the bundle has per-class bounds, the loosest bound among the
+        classes that make up a noticeable share of the window. A window of one class is held to that class's bound;
+        a window across a change of activity is compared with a class mixture that lags the data (the model names
+        the new class half a model window late), so it is held to the looser of the two."""
+        table = self._by_class.get(metric)
+        if table is None:
+            return self._bounds[metric]
+        present = self.class_weights() >= MIXED_SHARE
+        return table[present].max(axis=0) if present.any() else table.max(axis=0)
+
     def level(self) -> int:
         """The state as 0/1/2 (ok/warning/drift), computed without building a report: cheap enough to run after
         every prediction, so a state change is published at once."""
@@ -249,7 +299,7 @@ class DriftMonitor:
         if self.filled:
             if self._updates - self._window_at >= WINDOW_EVERY or self._window_level is None:
                 values = self.metrics(window_metrics=True)
-                self._window_level = max(_array_level(values[m], self._bounds[m]) for m in WINDOW_METRICS)
+                self._window_level = max(_array_level(values[m], self.window_bounds(m)) for m in WINDOW_METRICS)
                 self._window_at = self._updates
             level = max(level, self._window_level)
         t = self.thresholds
@@ -267,6 +317,7 @@ class DriftMonitor:
         reasons: list[tuple[float, str]] = []
         channels = {}
         scores = np.zeros(self.reference.channels)
+        window_bounds = {metric: self.window_bounds(metric) for metric in WINDOW_METRICS}
         for index, name in enumerate(self.channel_names):
             level = 0
             entry = {"cusum": round(float(values["cusum"][index]), 3), "stuck": bool(values["stuck"][index])}
@@ -274,7 +325,7 @@ class DriftMonitor:
             if self.filled:
                 for metric in WINDOW_METRICS:
                     entry[metric] = round(float(values[metric][index]), 4)
-                    checks.append((metric, values[metric][index], t.for_channel(metric, index)))
+                    checks.append((metric, values[metric][index], tuple(window_bounds[metric][index])))
             for metric, value, bounds in checks:
                 metric_level = _level(value, bounds)
                 scores[index] = max(scores[index], value / bounds[1])

@@ -50,6 +50,10 @@ class DriftReference:
     # [K, C] how far a short stretch's mean strays from the class mean without any drift: the spread of the class
     # mean between runs (people, mounts, sessions) combined with the within-run spread of a few samples' mean
     mean_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # [K, C] the CUSUM's slack per class and channel, in units of `mean_scale`: how far a new recording's hop means
+    # may stray for good (its own offset among recordings) without accumulating. Empty in bundles made before it
+    # existed: the monitor then uses its single default slack, as those bundles were calibrated for.
+    cusum_slack: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def channels(self) -> int:
@@ -77,6 +81,7 @@ class DriftReference:
             "pooled_mean": self.pooled_mean.tolist(),
             "pooled_std": self.pooled_std.tolist(),
             "mean_scale": self.mean_scale.tolist(),
+            **({"cusum_slack": self.cusum_slack.tolist()} if self.cusum_slack.size else {}),
         }
 
     @classmethod
@@ -94,6 +99,7 @@ class DriftReference:
             pooled_mean=np.asarray(data["pooled_mean"], dtype=np.float64),
             pooled_std=np.asarray(data["pooled_std"], dtype=np.float64),
             mean_scale=np.asarray(data["mean_scale"], dtype=np.float64),
+            cusum_slack=np.asarray(data.get("cusum_slack", []), dtype=np.float64),
         )
 
 

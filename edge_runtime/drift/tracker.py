@@ -42,12 +42,14 @@ class DriftTracker:
         thresholds = Thresholds.from_dict(section["thresholds"])
         for metric, override in config.thresholds.items():
             setattr(thresholds, metric, (override.warning, override.drift))
+            if hasattr(thresholds, f"{metric}_by_class"):  # the user's bound replaces the calibrated ones
+                setattr(thresholds, f"{metric}_by_class", None)
         if config.stuck_run is not None:
             thresholds.stuck_run = config.stuck_run
         self.monitor = DriftMonitor(
             DriftReference.from_dict(section["reference"]), thresholds, window=int(section["window"]),
             class_mix_counts=config.class_mix_counts, channel_names=list(section["channel_names"]),
-            class_names=card.labels,
+            class_names=card.labels, class_lag=int(section.get("class_lag", 0)),
         )
         self.hop = int(section.get("hop", 1))
         normalize = getattr(spec, "normalize", None)

@@ -1,8 +1,10 @@
 """Stream real held-out sensor data through the model and a drift monitor, exactly as the daemon does, with
 sensor faults injected from a chosen sample on. Shared by the drift tests and benchmarks/drift.py.
 
-The stream is the BasicMotions test recordings in class runs (1,000 samples of each activity in a row), raw
-units; faults are applied to raw values, the way a broken sensor would deliver them.
+The stream is the held-out BasicMotions recordings (those neither the calibration nor the converter's evaluation
+saw; sample_models/recording.py) in class runs of 1,000 samples, raw units; faults are applied to raw values, the
+way a broken sensor would deliver them. The held-out half has 2,000 distinct samples, so longer clean streams are
+the same recordings in other class orders (`CLASS_ORDERS`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from edge_runtime.window import Preprocessor, SlidingWindow
 from edge_runtime.yaml_source import load_model
 from sample_models import SampleModel
 from sample_models.recording import activity_stream
+
+CLASS_RUN = 1000  # samples of each activity in a row
+#: class orders of the clean streams: every class follows every other and runs first and last once
+CLASS_ORDERS = ((0, 1, 2, 3), (3, 2, 1, 0), (1, 3, 0, 2), (2, 0, 3, 1))
 
 Fault = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (values [n, C], pooled std [C]) -> faulty values
 
@@ -76,7 +82,7 @@ class DriftSetup:
     card: ModelCard
     session: ort.InferenceSession
     section: dict
-    raw: np.ndarray  # held-out raw samples [4000, 6] in class runs
+    raw: np.ndarray  # held-out raw samples [4000, 6] in class runs, class index order
     labels: np.ndarray  # true class per sample
     class_names: list[str]
     raw_std: np.ndarray  # pooled std of the raw training channels (what "k sigma" means)
@@ -96,14 +102,19 @@ class DriftSetup:
             thresholds = Thresholds(psi=(0.1, 0.25), js=inf, out_of_range=inf, cusum=inf, missing=inf,
                                     class_mix=inf, stuck_run=10**9)
         return DriftMonitor(reference, thresholds, window=window or self.section["window"],
-                            channel_names=self.section["channel_names"], class_names=self.class_names)
+                            channel_names=self.section["channel_names"], class_names=self.class_names,
+                            class_lag=self.section.get("class_lag", 0))
+
+    def clean_streams(self) -> list[np.ndarray]:
+        """The held-out recordings in every class order of CLASS_ORDERS (16,000 samples)."""
+        return [activity_stream(order)[0] for order in CLASS_ORDERS]
 
 
 def setup(sample: SampleModel) -> DriftSetup:
     card = load_model(sample.card_path, ModelCard)
     session = ort.InferenceSession(str(sample.onnx_path), providers=["CPUExecutionProvider"])
     calibration = np.load(sample.calibration_path)
-    scores = session.run(None, {"x": calibration["x"]})[0]
+    scores = session.run(None, {card.input.name or "x": calibration["x"]})[0]
     section = drift_section(calibration["x"], calibration["y"], scores.argmax(axis=1), card, len(card.labels))
     raw, labels, names = activity_stream()
     std = np.asarray(card.input.normalize.std)
@@ -142,7 +153,7 @@ def run_stream(setup_: DriftSetup, monitor: DriftMonitor, raw: np.ndarray, *, fa
         block = values[start : start + spec.hop]
         ts = (np.arange(start, start + len(block)) / spec.rate_hz).astype(np.float64)
         for _, win in window.push(SampleBlock(ts, block)):
-            scores = setup_.session.run(None, {"x": preprocess.time_series(win[None])})[0]
+            scores = setup_.session.run(None, {spec.name or "x": preprocess.time_series(win[None])})[0]
             result = predictions(scores, setup_.card)[0]
             new = win if count == 0 else win[-spec.hop :]
             tick = time.perf_counter()

@@ -66,3 +66,40 @@ def test_thresholds_round_trip_per_channel():
     thresholds = Thresholds(psi=[(0.1, 0.2), (0.3, 0.4)], cusum=(5.0, 9.0))
     again = Thresholds.from_dict(thresholds.as_dict())
     assert again.for_channel("psi", 1) == (0.3, 0.4) and again.for_channel("cusum", 0) == (5.0, 9.0)
+
+
+def test_bundles_made_before_the_calibrated_slack_keep_their_cusum():
+    """A drift section written before `cusum_slack`, `class_lag` and per-class window bounds existed: the device
+    reads it and runs the CUSUM exactly as it did (one slack of 0.25, z clipped at 3, the class of the prediction
+    that brought the samples), with the per-channel bounds."""
+    from edge_runtime.drift.monitor import Z_CLIP
+
+    ref = reference()
+    old = ref.as_dict()
+    assert "cusum_slack" not in old  # built without a design: the old format
+    thresholds = {"psi": [[0.2, 0.4]] * 3, "js": [[0.2, 0.3]] * 3, "out_of_range": [[0.05, 0.15]] * 3,
+                  "cusum": [[8.0, 16.0]] * 3, "missing": [0.01, 0.05], "class_mix": [0.5, 1.0], "stuck_run": 50}
+    monitor = DriftMonitor(DriftReference.from_dict(old), Thresholds.from_dict(thresholds), window=200)
+    rng = np.random.default_rng(4)
+    up = down = np.zeros(3)
+    for step in range(60):
+        samples = rng.normal(0.3 if step > 30 else 0.0, 1, (10, 3))
+        monitor.update(samples, 0)
+        z = np.clip((samples.mean(axis=0) - ref.mean[0]) / ref.mean_scale[0], -Z_CLIP, Z_CLIP)
+        up, down = np.maximum(0, up + z - 0.25), np.maximum(0, down - z - 0.25)
+    np.testing.assert_allclose(monitor.metrics()["cusum"], np.maximum(up, down))
+    assert monitor.window_bounds("psi").tolist() == [[0.2, 0.4]] * 3
+
+
+def test_calibrated_slack_and_class_lag_round_trip_and_apply():
+    ref = reference()
+    ref.cusum_slack = np.full((2, 3), 2.0)
+    again = DriftReference.from_dict(ref.as_dict())
+    np.testing.assert_array_equal(again.cusum_slack, ref.cusum_slack)
+    monitor = DriftMonitor(again, Thresholds(), window=200, class_lag=2)
+    monitor.update(np.full((10, 3), ref.mean[0] + 1.5 * ref.mean_scale[0]), 0)
+    monitor.update(np.full((10, 3), ref.mean[0] + 1.5 * ref.mean_scale[0]), 0)
+    assert monitor.samples_seen == 0  # two hops wait for the predictions of the windows centred on them
+    for _ in range(10):
+        monitor.update(np.full((10, 3), ref.mean[0] + 1.5 * ref.mean_scale[0]), 0)
+    assert monitor.samples_seen == 100 and monitor.metrics()["cusum"].max() == 0  # 1.5 sd is inside a slack of 2

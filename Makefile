@@ -10,7 +10,7 @@ DEMO   := .cache/demo
 # tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
 DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test test-unit test-all lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
+.PHONY: demo test test-unit test-all test-arm64 arm64-device lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
 	broker browser clean
 
 $(STAMP): pyproject.toml
@@ -49,10 +49,18 @@ third-party: $(STAMP)
 	done
 
 test: lint broker browser device-venv third-party
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not arm64"
 
 # Everything CI runs (.ci/run): the default suite and the long tiers that have their own targets.
-test-all: test
+test-all: test test-arm64
+
+# The device install on emulated aarch64 (tests/arm64, README "ARM without a board"): qemu-user runs Debian's arm64
+# python3.11 on the aarch64 wheels; scripts/arm64_sysroot.sh builds both once into .cache/arm64 (apt and pip).
+arm64-device: $(STAMP)
+	PYTHON=$(BIN)/python scripts/arm64_sysroot.sh .cache/arm64
+
+test-arm64: arm64-device broker
+	EDGE_ARM64=1 $(BIN)/pytest -q -s -m arm64 tests/arm64
 
 # The unit tier alone (README, "Test tiers"): no broker, no browser, no training; under a minute.
 test-unit: $(STAMP)

@@ -7,14 +7,13 @@ Install: `mpremote mip install umqtt.robust`, then `mpremote cp config.py mpu605
 
 import time
 
+import config
 import network
 import ntptime
 from machine import I2C, Pin, reset
-from umqtt.robust import MQTTClient
-
-import config
 from mpu6050 import MPU6050
 from node import SensorNode
+from umqtt.robust import MQTTClient
 
 
 def connect_wifi():

@@ -78,7 +78,7 @@ test-arm64: arm64-device broker
 	EDGE_ARM64=1 $(BIN)/pytest -q -s -m arm64 tests/arm64
 
 # The unit tier alone (README, "Test tiers"): no broker, no browser, no training; under a minute.
-test-unit: $(STAMP)
+test-unit: $(STAMP) firmware-tools
 	$(BIN)/pytest -q -m unit
 
 # Style (ruff) and architecture (import-linter contracts in pyproject.toml: the device core never imports the

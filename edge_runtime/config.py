@@ -12,7 +12,6 @@ Everything else has a default. Secrets never sit in the file: `${ENV}` substitut
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Literal
 
@@ -156,16 +155,14 @@ class DeployConfig(Strict):
     )
 
 
-def _default_board() -> str:
-    return "x86_64" if platform.machine() == "x86_64" else "generic-arm64"
-
-
 class DaemonConfig(Strict):
     """Top level of the daemon's YAML file."""
 
     device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     broker: BrokerConfig
-    board: str = Field(default_factory=_default_board, description="a device_configs name or a board YAML path")
+    board: str | None = Field(
+        None, description="a device_configs name or a board YAML path; default: detected (edge_runtime.hardware)"
+    )
     topic_prefix: str = Field("edge", pattern=r"^[^#+]+$")
     group: str | None = Field(None, description="fleet group named in the status (`edge-fleet deploy --group`)")
     models: list[ModelConfig] = Field(min_length=1)
@@ -205,7 +202,7 @@ def load_config(path: str | Path) -> DaemonConfig:
         broker.tls.ca_file = _rebase(base, broker.tls.ca_file)
         broker.tls.cert_file = _rebase(base, broker.tls.cert_file)
         broker.tls.key_file = _rebase(base, broker.tls.key_file)
-    if _is_board_file(config.board):
+    if config.board is not None and _is_board_file(config.board):
         config.board = str(_rebase(base, Path(config.board)))
     config.spool.path = _rebase(base, config.spool.path)
     config.security.trusted_keys = [_rebase(base, key) for key in config.security.trusted_keys]

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 
 from edge_runtime import __version__, systemd
-from edge_runtime.board import Board, load_board
+from edge_runtime.board import Board
 from edge_runtime.config import DaemonConfig, ModelConfig
 from edge_runtime.contract import TOPIC_LEVEL, DeviceTopics, StatsDocument, offline_will, status_document
 from edge_runtime.control.commands import CommandHandler
 from edge_runtime.control.deploy import DeployReceiver
 from edge_runtime.control.models import RunningModels
 from edge_runtime.error_reporter import ErrorReporter
+from edge_runtime.hardware.detect import resolve_board
 from edge_runtime.metrics import DeviceStats
 from edge_runtime.model_loader import LoadedModel, load_bundle_model
 from edge_runtime.model_worker import ModelWorker
@@ -43,9 +44,11 @@ class Daemon:
     def __init__(self, config: DaemonConfig):
         self.config = config
         self.topics = DeviceTopics(config.topic_prefix, config.device_id)
-        self.board: Board = load_board(config.board)
+        self.detection = resolve_board(config.board)  # the config's board, or the one this machine is
+        self.board: Board = self.detection.board
         self.trusted_keys = load_trusted_keys(config.security.trusted_keys) if config.security.trusted_keys else None
-        self.device = DeviceStats(self.board.thermal_zone)
+        self.device = DeviceStats(self.board.thermal_zone, self.board.throttled_file,
+                                  memory_budget_mb=self.board.memory_budget_mb)
         self.models = RunningModels(self._load_bundle, config.security.require_signature,
                                     on_change=self._publish_online)
         self.sources: dict[str, Source] = {}
@@ -95,7 +98,8 @@ class Daemon:
         config = self.config
         document = status_document(state, device_id=config.device_id, group=config.group, version=__version__,
                                    host=socket.gethostname(), board=self.board.name, started=self.started,
-                                   models=self.models.describe())
+                                   models=self.models.describe(), board_detection=self.detection.as_dict(),
+                                   device=self.device.board_health())
         return json.dumps(document).encode()
 
     def stats(self, advance: bool = True) -> StatsDocument:

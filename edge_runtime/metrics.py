@@ -1,4 +1,5 @@
-"""Health numbers: per-model counters and latency percentiles, and the device's CPU, temperature and memory.
+"""Health numbers: per-model counters and latency percentiles, and the device's CPU, temperature, throttling and
+memory.
 
 Latencies are kept in a bounded ring, so memory is fixed whatever the uptime; percentiles describe the most
 recent samples, which is what a fleet operator looking at `stats` wants to know.
@@ -13,6 +14,8 @@ from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
+
+from edge_runtime.hardware.thermal import ThrottleReader, find_thermal_zone, read_celsius
 
 LATENCY_WINDOW = 2048
 
@@ -84,10 +87,14 @@ class ModelStats:
 
 
 class DeviceStats:
-    """CPU load (from /proc/stat deltas), temperature (the board's thermal zone) and this process's memory."""
+    """CPU load (from /proc/stat deltas), temperature and throttling (where the board exposes them: see
+    `edge_runtime.hardware.thermal`), and this process's memory against the board's budget."""
 
-    def __init__(self, thermal_zone: str | None):
-        self.thermal_zone = Path(thermal_zone) if thermal_zone else None
+    def __init__(self, thermal_zone: str | None, throttled_file: str | None = None, *,
+                 memory_budget_mb: int | None = None, root: Path = Path("/")):
+        self.thermal_zone = find_thermal_zone(thermal_zone, root)  # found once: zone numbers do not move
+        self.throttle = ThrottleReader(throttled_file, root)
+        self.memory_budget_mb = memory_budget_mb
         self._lock = threading.Lock()  # the stats publisher and a command may ask at the same time
         self._last_cpu = self._cpu_times()
 
@@ -114,12 +121,11 @@ class DeviceStats:
         return round(100.0 * (1.0 - idle / total), 1)
 
     def temperature_c(self) -> float | None:
-        if self.thermal_zone is None:
-            return None
-        try:
-            return round(int(self.thermal_zone.read_text().strip()) / 1000.0, 1)
-        except (OSError, ValueError):
-            return None
+        return read_celsius(self.thermal_zone)
+
+    def throttling(self) -> dict | None:
+        """`{"active": bool, "now": [...], ...}`, or None when the board exposes no throttling state."""
+        return self.throttle.read()
 
     @staticmethod
     def rss_mb() -> float | None:
@@ -141,5 +147,11 @@ class DeviceStats:
             "cpu_percent": self.cpu_percent(advance),
             "load_1m": load,
             "temperature_c": self.temperature_c(),
+            "throttling": self.throttling(),
             "rss_mb": self.rss_mb(),
+            "memory_budget_mb": self.memory_budget_mb,
         }
+
+    def board_health(self) -> dict:
+        """Temperature and throttling alone, for the retained status document."""
+        return {"temperature_c": self.temperature_c(), "throttling": self.throttling()}

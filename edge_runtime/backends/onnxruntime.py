@@ -19,11 +19,10 @@ import numpy as np
 from pydantic import Field
 
 from edge_runtime.backends.base import Attempt, AttemptsFailed, BackendUnavailable, BaseBackendConfig, LoadedBackend
-from edge_runtime.board import Board
+from edge_runtime.board import TENSORRT, Board, OptionValue, TensorrtOptions
 from edge_runtime.plugin import ConfigPath
 
 NAME = "onnxruntime"
-TENSORRT = "TensorrtExecutionProvider"
 _INSTALL_HINT = "onnxruntime is not installed: pip install 'edge-runtime[onnx]'"
 
 _log = logging.getLogger(__name__)
@@ -38,6 +37,10 @@ class OnnxRuntimeBackendConfig(BaseBackendConfig):
     threads: int | None = Field(None, gt=0, description="default: the board's threads")
     trt_engine_cache: ConfigPath | None = Field(
         None, description="TensorRT engine cache folder: the engine takes minutes to build on a Jetson"
+    )
+    tensorrt: TensorrtOptions | None = Field(None, description="TensorRT options over the board's")
+    provider_options: dict[str, dict[str, OptionValue]] | None = Field(
+        None, description="other providers' options over the board's, by provider name"
     )
 
 # onnxruntime's tensor type names -> numpy, so callers may feed float64 or lists and still run; every input gets
@@ -108,37 +111,58 @@ class OnnxRuntimeBackend(LoadedBackend):
         self._session = None
 
 
-def _provider_entry(name: str, config: OnnxRuntimeBackendConfig, precision: str) -> str | tuple[str, dict]:
-    """A provider as onnxruntime takes it, with TensorRT's options.
+def tensorrt_options(config: OnnxRuntimeBackendConfig, board: Board, precision: str) -> dict[str, OptionValue]:
+    """TensorRT's options: the board's, the config's over them, `trt_engine_cache` and fp16 bundles on top.
 
-    TensorRT builds its engine for this exact GPU when the session is created (or on the first run when
-    shapes are dynamic): minutes on a Jetson. `trt_engine_cache` keeps the engine across restarts; the
-    warm-up runs at load absorb the build, so the first real prediction is not delayed.
+    TensorRT builds its engine for this exact GPU when the session is created (or on the first run when shapes
+    are dynamic): minutes on a Jetson. The engine cache keeps it across restarts; the warm-up runs at load absorb
+    the build, so the first real prediction is not delayed. Without a timing cache path onnxruntime writes the
+    timing cache to the working directory (`/` under systemd): it goes next to the engines instead.
     """
-    if name != TENSORRT:
-        return name
-    options: dict[str, str] = {}
+    options = board.onnxruntime.tensorrt.given()
+    if config.tensorrt is not None:
+        options.update(config.tensorrt.given())
     if config.trt_engine_cache is not None:
-        options["trt_engine_cache_enable"] = "True"
+        options["trt_engine_cache_enable"] = True
         options["trt_engine_cache_path"] = str(config.trt_engine_cache)
     if precision == "fp16":
-        options["trt_fp16_enable"] = "True"
+        options.setdefault("trt_fp16_enable", True)
+    if options.get("trt_timing_cache_enable") and "trt_engine_cache_path" in options:
+        options.setdefault("trt_timing_cache_path", options["trt_engine_cache_path"])
+    return options
+
+
+def provider_options(name: str, config: OnnxRuntimeBackendConfig, board: Board, precision: str) -> dict[str, str]:
+    """One provider's options as onnxruntime takes them (strings; booleans as True/False)."""
+    if name == TENSORRT:
+        options = tensorrt_options(config, board, precision)
+    else:
+        options = dict(board.onnxruntime.provider_options.get(name, {}))
+        options.update((config.provider_options or {}).get(name, {}))
+    return {key: str(value) for key, value in options.items()}
+
+
+def _provider_entry(name: str, config: OnnxRuntimeBackendConfig, board: Board, precision: str) -> str | tuple:
+    """A provider as onnxruntime takes it: its name, or (name, options) when it has options."""
+    options = provider_options(name, config, board, precision)
     return (name, options) if options else name
 
 
-def _prepare_tensorrt(config: OnnxRuntimeBackendConfig) -> None:
-    cache: Path | None = config.trt_engine_cache
-    if cache is None:
+def _prepare_tensorrt(options: dict[str, str]) -> None:
+    if options.get("trt_engine_cache_enable") != "True" or not options.get("trt_engine_cache_path"):
         _log.warning(
-            "TensorRT builds its engine on the first run (minutes on a Jetson) and, without trt_engine_cache, "
-            "again at every start"
+            "TensorRT builds its engine on the first run (minutes on a Jetson) and, without an engine cache "
+            "(trt_engine_cache, or the board's trt_engine_cache_enable/trt_engine_cache_path), again at every start"
         )
         return
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        _log.warning("cannot create the TensorRT engine cache %s: %s", cache, exc)
-    _log.info("TensorRT builds its engine on the first run unless %s holds one for this model and GPU", cache)
+    for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+        if options.get(key):
+            try:
+                Path(options[key]).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                _log.warning("cannot create the TensorRT cache folder %s: %s", options[key], exc)
+    _log.info("TensorRT builds its engine on the first run unless %s holds one for this model and GPU",
+              options["trt_engine_cache_path"])
 
 
 def _session_options(ort: Any, threads: int) -> Any:
@@ -177,7 +201,7 @@ def open_backend(
     }
     remaining = [name for name in requested if name in available]
     if TENSORRT in remaining:
-        _prepare_tensorrt(config)
+        _prepare_tensorrt(provider_options(TENSORRT, config, board, precision))
 
     session = None
     model_errors = _model_error(ort)
@@ -186,7 +210,7 @@ def open_backend(
             session = ort.InferenceSession(
                 model_bytes,
                 sess_options=_session_options(ort, threads),
-                providers=[_provider_entry(name, config, precision) for name in remaining],
+                providers=[_provider_entry(name, config, board, precision) for name in remaining],
                 enable_fallback=0,
             )
         except model_errors as exc:
@@ -214,3 +238,14 @@ def open_backend(
             attempts,
         )
     return OnnxRuntimeBackend(session, attempts, threads)
+
+
+def describe_installed(board: Board) -> str:
+    """What `edge-runtime check` says about onnxruntime here: version, providers, the board's that are missing."""
+    ort = _import_onnxruntime()
+    available = list(ort.get_available_providers())
+    missing = [name for name in board.onnxruntime.providers if name not in available]
+    text = f"onnxruntime {ort.__version__}, providers {', '.join(available)}"
+    if missing:
+        text += f"; {board.name} also wants {', '.join(missing)}, not in this build"
+    return text

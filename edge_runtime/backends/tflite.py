@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from edge_runtime.backends.base import Attempt, AttemptsFailed, BackendUnavailable, BaseBackendConfig, LoadedBackend
-from edge_runtime.board import Board
+from edge_runtime.board import Board, OptionValue
 
 NAME = "tflite"
 
@@ -35,6 +35,9 @@ class TfliteBackendConfig(BaseBackendConfig):
     model_format = "tflite"
     type: Literal[NAME]
     delegates: list[str] | None = Field(None, description="default: the board's delegates")
+    delegate_options: dict[str, dict[str, OptionValue]] | None = Field(
+        None, description="options over the board's, by delegate library (libedgetpu.so.1: {device: usb})"
+    )
     threads: int | None = Field(None, gt=0)
 
 
@@ -225,6 +228,13 @@ class TfliteBackend(LoadedBackend):
         self.model = None
 
 
+def delegate_options(path: str, config: TfliteBackendConfig, board: Board) -> dict[str, str]:
+    """A delegate's options (the board's, the config's over them) as its create function takes them: strings."""
+    options = dict(board.tflite.delegate_options.get(path, {}))
+    options.update((config.delegate_options or {}).get(path, {}))
+    return {key: str(value) for key, value in options.items()}
+
+
 def open_backend(
     model_bytes: bytes, config: TfliteBackendConfig, board: Board, precision: str = "fp32"
 ) -> TfliteBackend:
@@ -247,7 +257,7 @@ def open_backend(
             attempts.append(Attempt(NAME, path, f"failed to load ({problem})", is_delegate=True))
             continue
         try:
-            delegate = load_delegate(path)
+            delegate = load_delegate(path, delegate_options(path, config, board) or None)
         except Exception as exc:  # ValueError from the plugin's create function, OSError, RuntimeError
             attempts.append(Attempt(NAME, path, f"failed to load ({_one_line(exc)})", is_delegate=True))
             continue
@@ -269,3 +279,23 @@ def open_backend(
         ) from None
     attempts.append(Attempt(NAME, device, "ok"))
     return TfliteBackend(model, device, attempts, threads)
+
+
+def describe_installed(board: Board) -> str:
+    """What `edge-runtime check` says about LiteRT here: the package, and whether each board delegate loads."""
+    try:
+        _, package = interpreter_class()
+    except TfliteUnavailable as exc:
+        raise BackendUnavailable(str(exc)) from None
+    from importlib import metadata
+
+    distribution = "ai-edge-litert" if package == "ai_edge_litert" else "tflite-runtime"
+    try:
+        version = metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        version = "(version unknown)"
+    text = f"{package} {version}, CPU{' with XNNPACK' if package == 'ai_edge_litert' else ''}"
+    for path in board.tflite.delegates:
+        problem = _library_problem(path)
+        text += f"; delegate {path} " + ("loads" if problem is None else f"not loadable ({problem})")
+    return text

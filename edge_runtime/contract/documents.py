@@ -68,6 +68,8 @@ class StatusDocument(TypedDict, total=False):
     ts: float
     host: str
     board: str
+    board_detection: dict[str, Any]  # name, named (in the config) or detected, evidence, notes
+    device: dict[str, Any]  # temperature_c, throttling (None where the board exposes none)
     started: float
     models: list[ModelDescription]
 
@@ -114,7 +116,7 @@ class StatsDocument(TypedDict, total=False):
     interval_s: float
     uptime_s: float
     models: dict[str, ModelStatsDocument]
-    device: dict[str, Any]  # cpu_percent, temperature_c, rss_mb
+    device: dict[str, Any]  # cpu_percent, load_1m, temperature_c, throttling, rss_mb, memory_budget_mb
     mqtt: dict[str, Any]
     errors_suppressed: int
 

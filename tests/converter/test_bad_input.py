@@ -186,7 +186,7 @@ def test_precision_the_board_does_not_support(activity_sample, tmp_path, capsys)
 
 
 def test_onnx_model_for_a_tflite_only_board(activity_sample, tmp_path, capsys):
-    code, text = run(capsys, *base_args(activity_sample, tmp_path / "o.bundle", **{"--target": "coral"}))
+    code, text = run(capsys, *base_args(activity_sample, tmp_path / "o.bundle", **{"--target": "coral-usb"}))
     assert code == 2 and "TFLite" in text and "edgetpu_compiler" in text
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from tests.support.broker import Collector
 from tests.support.daemon import DaemonProcess, messages, wait_until, write_config
 
-SCRIPT = Path(__file__).resolve().parents[2] / "firmware_examples" / "sensor_node" / "iio_mqtt_publisher.py"
+NODES = Path(__file__).resolve().parents[2] / "firmware_examples" / "sensor-nodes"
+SCRIPT = NODES / "linux-iio" / "iio_mqtt_publisher.py"
 CHANNELS = ["in_accel_x_raw", "in_accel_y_raw", "in_accel_z_raw", "in_anglvel_x_raw", "in_anglvel_y_raw",
             "in_anglvel_z_raw"]
 

@@ -42,16 +42,20 @@ def write_config(
 
 
 class DaemonProcess:
-    """`python -m edge_runtime.cli run CONFIG` with its log in a file, stopped at exit whatever happens."""
+    """`python -m edge_runtime.cli run CONFIG` with its log in a file, stopped at exit whatever happens.
 
-    def __init__(self, config: Path, *args: str):
+    `python` replaces this interpreter (tests/arm64 passes the emulated aarch64 one), with its `env`.
+    """
+
+    def __init__(self, config: Path, *args: str, python: list[str] | None = None, env: dict[str, str] | None = None):
         self.config = config
         self.log = config.with_suffix(".log")
         self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in wait()/close()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge_runtime.cli", "--log-level", "INFO", "run", str(config), *args],
+            [*(python or [sys.executable]), "-m", "edge_runtime.cli", "--log-level", "INFO", "run", str(config), *args],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            env=env,
         )
 
     def terminate(self, timeout: float = 20.0) -> int:

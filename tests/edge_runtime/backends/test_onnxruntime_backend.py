@@ -183,3 +183,48 @@ def test_tensorrt_gets_its_engine_cache_and_fp16(monkeypatch, board, tmp_path: P
     assert cache.is_dir()
     ort_backend.open_backend(b"model", config(providers=[TRT, CPU]), board)
     assert fake.calls[-1]["providers"] == [TRT, CPU]  # fp32 without a cache: no options
+
+
+# -- the board's provider options reach onnxruntime ----------------------------------------------------------
+def test_the_boards_tensorrt_options_reach_the_session(monkeypatch, tmp_path: Path):
+    fake = FakeOrt([TRT, CUDA, CPU], keeps=[TRT, CUDA, CPU])
+    monkeypatch.setattr(ort_backend, "_import_onnxruntime", lambda: fake)
+    orin = load_board("jetson-orin")
+    cache = tmp_path / "tensorrt"  # the board's /var/cache/edge-runtime/tensorrt, moved for the test
+    orin.onnxruntime.tensorrt.trt_engine_cache_path = str(cache)
+    backend = ort_backend.open_backend(b"model", config(), orin)
+    assert backend.device == TRT
+    assert fake.calls[0]["providers"] == [
+        (TRT, {"trt_fp16_enable": "True", "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+               "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)}),
+        CUDA,
+        CPU,
+    ]
+    assert cache.is_dir()  # created before the session, so TensorRT can write its first engine
+
+
+def test_the_configs_options_override_the_boards(monkeypatch, tmp_path: Path):
+    fake = FakeOrt([TRT, CUDA, CPU], keeps=[TRT, CUDA, CPU])
+    monkeypatch.setattr(ort_backend, "_import_onnxruntime", lambda: fake)
+    orin = load_board("jetson-orin")
+    orin.onnxruntime.provider_options = {CUDA: {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"}}
+    overrides = config(trt_engine_cache=tmp_path / "engines",
+                       tensorrt={"trt_fp16_enable": False, "trt_dla_enable": True},
+                       provider_options={CUDA: {"device_id": 1}})
+    ort_backend.open_backend(b"model", overrides, orin, precision="fp16")
+    trt, cuda, cpu = fake.calls[0]["providers"]
+    assert trt[1]["trt_fp16_enable"] == "False"  # said explicitly: an fp16 bundle does not turn it back on
+    assert trt[1]["trt_dla_enable"] == "True" and trt[1]["trt_engine_cache_path"] == str(tmp_path / "engines")
+    assert cuda == (CUDA, {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC"})
+    assert cpu == CPU
+
+
+def test_a_misspelt_tensorrt_option_in_the_config_is_refused():
+    with pytest.raises(ValueError, match="trt_engine_cache_enabled"):
+        config(tensorrt={"trt_engine_cache_enabled": True})
+
+
+def test_describe_installed_names_what_the_board_wants_and_this_build_lacks():
+    text = ort_backend.describe_installed(load_board("jetson-orin"))
+    assert text.startswith("onnxruntime 1.") and "CPUExecutionProvider" in text
+    assert text.endswith("jetson-orin also wants TensorrtExecutionProvider, CUDAExecutionProvider, not in this build")

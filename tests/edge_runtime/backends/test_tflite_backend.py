@@ -103,14 +103,15 @@ def test_a_library_that_is_not_a_delegate_is_refused(model_bytes, board):
 
 def test_a_delegate_that_cannot_run_the_model_falls_back(model_bytes, board, monkeypatch):
     monkeypatch.setattr(tflite, "_library_problem", lambda path: None)
-    monkeypatch.setattr(tflite, "delegate_loader", lambda package: lambda path: object())  # not a delegate
+    not_a_delegate = lambda path, options=None: object()  # noqa: E731
+    monkeypatch.setattr(tflite, "delegate_loader", lambda package: not_a_delegate)
     backend = tflite.open_backend(model_bytes, config(["libfake-npu.so"]), board)
     assert backend.device == CPU
     assert backend.attempts[0].outcome.startswith("cannot run the model (")
 
 
 def test_explicit_empty_delegates_means_cpu_only(model_bytes):
-    coral = load_board("coral")  # the board's default would be libedgetpu.so.1
+    coral = load_board("coral-usb")  # the board's default would be libedgetpu.so.1
     assert tflite.open_backend(model_bytes, config([]), coral).attempts[0].device == CPU
     assert tflite.open_backend(model_bytes, config(), coral).attempts[0].device == EDGETPU
 
@@ -144,3 +145,26 @@ def test_coral_bundle_without_the_edge_tpu_loads_degraded_and_reproduces_golden(
     assert model.golden_max_error <= model.bundle.manifest.golden.atol
     assert model.output_name == "probabilities"
     model.close()
+
+
+def test_the_boards_delegate_options_reach_the_delegate(model_bytes, monkeypatch):
+    loaded = []
+
+    def load_delegate(path, options=None):
+        loaded.append((path, options))
+        raise ValueError("Failed to load delegate from libedgetpu.so.1")  # no Edge TPU here
+
+    monkeypatch.setattr(tflite, "_library_problem", lambda path: None)
+    monkeypatch.setattr(tflite, "delegate_loader", lambda package: load_delegate)
+    backend = tflite.open_backend(model_bytes, config(), load_board("coral-usb"))
+    assert loaded == [(EDGETPU, {"device": "usb"})]
+    assert backend.device == CPU and backend.attempts[0].outcome.startswith("failed to load (Failed to load delegate")
+    over = TfliteBackendConfig(type="tflite", delegate_options={EDGETPU: {"device": "usb:1"}})
+    tflite.open_backend(model_bytes, over, load_board("coral-devboard"))
+    assert loaded[-1] == (EDGETPU, {"device": "usb:1"})
+
+
+def test_describe_installed_says_whether_each_delegate_loads():
+    text = tflite.describe_installed(load_board("coral-usb"))
+    assert text.startswith("ai_edge_litert ") and "CPU with XNNPACK" in text
+    assert "; delegate libedgetpu.so.1 not loadable (libedgetpu.so.1: cannot open shared object file" in text

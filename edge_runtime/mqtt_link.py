@@ -246,6 +246,7 @@ class MqttLink:
             "connected": self._connected,
             "spool_depth": self.spool.depth(),
             "spool_dropped": self.spool.dropped(),
+            "spool_corrupt": self.spool.corrupt,
             "published": self._published,
             "reconnects": self._reconnects,
             "last_error": self._last_error,

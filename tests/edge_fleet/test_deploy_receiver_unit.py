@@ -16,6 +16,7 @@ import pytest
 from edge_runtime.config import DeployConfig
 from edge_runtime.contract import DeviceTopics, FleetTopics, deploy_status
 from edge_runtime.control.deploy import WINDOW, DeployReceiver
+from tests.support.control import ControlKey
 from tests.support.daemon import wait_until
 
 TOPICS = DeviceTopics("edge", "dev-1")
@@ -27,6 +28,7 @@ class Models:
 
     def __init__(self):
         self.installed: list[tuple[str, bytes, bool, bool | None]] = []
+        self.checked: list[tuple] = []
 
     def resolve(self, name: str | None) -> str:
         if name not in (None, "m"):
@@ -36,8 +38,11 @@ class Models:
     def configured_bundle(self, name: str) -> Path:
         return Path("/nowhere/m.bundle")
 
+    def check_version(self, name, version, created, allow_downgrade) -> None:
+        self.checked.append((name, version, created, allow_downgrade))
+
     def install(self, name: str, bundle: Path, *, write_over_configured: bool = False,
-                require_signature: bool | None = None):
+                require_signature: bool | None = None, allow_downgrade: bool = False):
         self.installed.append((name, Path(bundle).read_bytes(), write_over_configured, require_signature))
         return SimpleNamespace(describe=lambda: {"version": "2", "model_sha256": "ab", "precision": "int8",
                                                  "signature": "unsigned"})
@@ -75,11 +80,12 @@ class Subscriber:
 def device(tmp_path):
     published: list[tuple[str, dict]] = []
     models, subscriber = Models(), Subscriber()
+    key = ControlKey(tmp_path / "keys")
     receiver = DeployReceiver(models, lambda topic, payload, qos=1, retain=False: published.append(
         (topic, json.loads(payload))), subscriber, TOPICS, DeployConfig(require_signature=False),
-        folder=tmp_path / "deploy", can_verify=False)
+        folder=tmp_path / "deploy", can_verify=False, authority=key.authority(nonces=tmp_path / "nonces.json"))
     receiver.start()
-    yield SimpleNamespace(published=published, models=models, subscriber=subscriber)
+    yield SimpleNamespace(published=published, models=models, subscriber=subscriber, key=key, receiver=receiver)
     receiver.stop(timeout=5)
 
 
@@ -94,7 +100,7 @@ def test_a_transfer_through_the_seams_is_installed_over_the_configured_bundle(de
     request = {"deployment_id": "d-1", "bundle_sha256": sha, "size": len(data), "chunk_size": CHUNK,
                "chunks": len(chunks), "chunk_sha256": [hashlib.sha256(c).hexdigest() for c in chunks],
                "chunk_topic": FleetTopics("edge").bundle_chunks(sha)}
-    device.subscriber.deliver(TOPICS.deploy_request, json.dumps(request).encode())
+    device.subscriber.deliver(TOPICS.deploy_request, device.key.deploy(request))
     while not any(state in ("installed", "failed") for state in states(device.published)):
         assert wait_until(lambda: device.subscriber.chunk_topics() or "installed" in states(device.published), 10)
         delivered = device.subscriber.chunk_topics()
@@ -112,7 +118,7 @@ def test_a_transfer_through_the_seams_is_installed_over_the_configured_bundle(de
 
 def test_a_broken_request_is_answered_failed_without_a_transfer(device):
     device.subscriber.deliver(TOPICS.deploy_request, b"{not json")
-    device.subscriber.deliver(TOPICS.deploy_request, json.dumps({"deployment_id": "d-2", "model": "x"}).encode())
+    device.subscriber.deliver(TOPICS.deploy_request, device.key.deploy({"deployment_id": "d-2", "model": "x"}))
     assert wait_until(lambda: len(states(device.published)) == 2, 10)
     first, second = (document for _, document in device.published)
     assert first["deployment_id"] is None and "not JSON" in first["error"] and first["device_id"] == "dev-1"

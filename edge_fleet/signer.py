@@ -31,8 +31,8 @@ class ControlSigner:
         path = key_path or os.environ.get(CONTROL_KEY_ENV)
         if not path:
             raise SignerError(f"a control key is needed to sign the request: --control-key KEY.key (or "
-                              f"${CONTROL_KEY_ENV}); make one with `edge-convert keygen NAME` and list its .pub in the devices' "
-                              "security.control_keys")
+                              f"${CONTROL_KEY_ENV}); make one with `edge-convert keygen NAME` and list its .pub in "
+                              "the devices' security.control_keys")
         try:
             self._key = load_private_key(Path(path))
         except SigningError as exc:

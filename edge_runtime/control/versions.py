@@ -40,8 +40,6 @@ def _numbers(version: str) -> tuple[int, ...] | None:
 
 def older(candidate: dict[str, Any], current: dict[str, Any]) -> bool:
     """Whether `candidate` is older than `current` (both as `describe_bundle` makes them)."""
-    if candidate.get("sha256") == current.get("sha256"):
-        return False
     mine, theirs = _numbers(str(candidate.get("version", ""))), _numbers(str(current.get("version", "")))
     if mine is not None and theirs is not None and mine != theirs:
         width = max(len(mine), len(theirs))
@@ -99,7 +97,8 @@ class InstalledVersions:
         raise RollbackRefused(
             f"{bundle.path}: {candidate['name']} {candidate['version']} (built {candidate['created']}) is older than "
             f"{current.get('name')} {current.get('version')} (built {current.get('created')}), which model "
-            f"{slot} already ran: refusing a rollback (a signed command with allow_downgrade permits it)")
+            f"{slot} already ran: refusing a rollback (edge-fleet deploy --allow-downgrade permits it; the versions "
+            f"run so far are in {self.path or 'memory'})")
 
     def check_claimed(self, slot: str, version: str | None, created: str | None, allow_downgrade: bool) -> None:
         """The same check on what a signed deploy request says it brings, before anything is downloaded."""

@@ -38,3 +38,18 @@ class ControlKey:
                   **kwargs) -> ControlAuthority:
         return ControlAuthority([load_public_key(self.public)], DeviceTopics("edge", device), group,
                                 NonceCache(nonces), **kwargs)
+
+
+def resign(source: Path, out: Path, key: Path | None, *, version: str | None = None,
+           created: str | None = None) -> Path:
+    """`source`'s members under a manifest with another version/build time, signed by the private `key` (None:
+    unsigned), written by the one bundle writer: how a release and its successor look, without converting."""
+    from edge_runtime.bundle import read_bundle, write_bundle
+    from edge_runtime.signing import load_private_key
+
+    bundle = read_bundle(source)
+    changes = {key_: value for key_, value in (("version", version), ("created", created)) if value is not None}
+    manifest = bundle.manifest.model_copy(update={**changes, "files": {}})
+    members = {name: bundle.read(name) for name in bundle.names}
+    write_bundle(out, manifest, members, load_private_key(key) if key is not None else None)
+    return out

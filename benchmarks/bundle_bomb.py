@@ -3,8 +3,8 @@
     python benchmarks/bundle_bomb.py [--inflated-mb 512]
 
 Three files, each refused: a 0.5 MB unsigned bundle whose member inflates to 500 MB (read with a trusted key
-configured, as the attacked daemon was), and 1 KB bundles whose golden.npz declares a 1 TiB or 1.2 GB array (read without
-keys, so only the npz header check stands in the way). For each: the peak RSS (VmHWM) of a child process before
+configured, as the attacked daemon was), and 1 KB bundles whose golden.npz declares a 1 TiB or 1.2 GB array (read
+without keys, so only the npz header check stands in the way). For each: the peak RSS (VmHWM) of a child process before
 and after `read_bundle` and `Bundle.golden()`, and the error it ended with. Run it with PYTHONPATH pointing at
 another tree to compare (the numbers in docs/reliability.md are this tree against the one before the fix).
 """

@@ -44,8 +44,14 @@ def _watch_options(parser: argparse.ArgumentParser) -> None:
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:
     _broker(parser)
-    parser.add_argument("--http", default=":8080", metavar="[HOST]:PORT", type=_http_address,
-                        help="where the dashboard and /metrics listen (default: %(default)s)")
+    parser.add_argument("--http", default="127.0.0.1:8080", metavar="[HOST]:PORT", type=_http_address,
+                        help="where the dashboard and /metrics listen (default: %(default)s; every interface: "
+                             "0.0.0.0:PORT, with a token)")
+    parser.add_argument("--token-file", default=None, metavar="FILE",
+                        help="require this token (Authorization: Bearer, or /?token= once in a browser); default: "
+                             "$EDGE_FLEET_TOKEN, else none")
+    parser.add_argument("--tls-cert", default=None, metavar="PEM", help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's private key")
     parser.add_argument("--history", default="./fleet-history.sqlite", metavar="PATH",
                         help="SQLite file of the fleet's history (default: %(default)s)")
     parser.add_argument("--retention-days", type=float, default=7.0, metavar="DAYS",

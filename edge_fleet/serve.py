@@ -27,9 +27,9 @@ import json
 import logging
 import math
 import os
-import ssl
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time

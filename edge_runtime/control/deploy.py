@@ -69,6 +69,8 @@ PROGRESS_INTERVAL_S = 0.5
 FINISHED_KEEP = 200
 FINISHED_FILE = "finished.json"
 _CHUNK_FILE = re.compile(r"^(\d+)\.chunk$")
+#: in a transfer folder: which signed request started it (a restarted device resumes that request, not a replay)
+_STARTED = "started.json"
 
 
 class DeployFailed(Exception):
@@ -224,8 +226,9 @@ class DeployReceiver:
         try:
             self.authority.consume(authorized)
         except ControlRefused as refused:
-            self._refused(request.deployment_id, f"refused ({refused.reason}): {refused}")
-            return
+            if not (refused.reason == "replay" and self._resumable(request, authorized)):
+                self._refused(request.deployment_id, f"refused ({refused.reason}): {refused}")
+                return
         if active is not None:
             log.info("deployment %s replaced by %s", active.request.deployment_id, request.deployment_id)
             self._abandon(remove=False)
@@ -235,7 +238,16 @@ class DeployReceiver:
         except Exception as exc:  # no such model, a limit, no keys to verify with, a rollback (RollbackRefused)
             self._fail(request, request.model, str(exc))
             return
-        self._begin(request, model)
+        self._begin(request, model, authorized.claims.nonce)
+
+    def _resumable(self, request: DeployRequest, authorized: Authorized) -> bool:
+        """The same signed request whose transfer this device started before a restart: resume it (its nonce was
+        used up when it started, and the transfer folder remembers which request that was)."""
+        try:
+            started = json.loads((self.folder / request.bundle_sha256 / _STARTED).read_text())
+        except (OSError, ValueError):
+            return False
+        return started == {"deployment_id": request.deployment_id, "nonce": authorized.claims.nonce}
 
     def _admissible(self, request: DeployRequest, model: str) -> None:
         """Everything the signed request lets the device decide before it downloads anything."""
@@ -273,15 +285,19 @@ class DeployReceiver:
             log.warning("deploy request refused: %s", error)
             self._publish(deploy_refused(deployment_id, self.topics.device_id, error))
 
-    def _begin(self, request: DeployRequest, model: str) -> None:
+    def _begin(self, request: DeployRequest, model: str, nonce: str) -> None:
         """Start (or resume) a transfer: keep the verified chunks already on disk, fetch the rest."""
         folder = self.folder / request.bundle_sha256
         for other in self.folder.iterdir():  # one transfer at a time: older partial ones only take space
             if other.is_dir() and other != folder:
                 shutil.rmtree(other, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(folder / _STARTED, json.dumps({"deployment_id": request.deployment_id,
+                                                          "nonce": nonce}).encode(), sync=False)
         transfer = _Transfer(request, model, folder)
         for path in folder.iterdir():
+            if path.name == _STARTED:
+                continue
             match = _CHUNK_FILE.match(path.name)
             index = int(match.group(1)) if match else -1
             if 0 <= index < request.chunks and _sha256_file(path) == request.chunk_sha256[index]:

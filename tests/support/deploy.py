@@ -50,7 +50,12 @@ def device_config(tmp_path: Path, device: str, broker_url: str, bundle: Path, re
     """A device in its own folder, running its own copy of `bundle` (a deployment replaces that file)."""
     folder = tmp_path / device
     folder.mkdir()
-    shutil.copyfile(bundle, folder / "activity.bundle")
+    if trusted_key is not None:  # a device with trusted keys runs only signed bundles: sign a copy with that key,
+        from tests.support.control import resign  # as an older release than any the test deploys (no rollback)
+
+        resign(bundle, folder / "activity.bundle", trusted_key.with_suffix(".key"), created="2020-01-01T00:00:00Z")
+    else:
+        shutil.copyfile(bundle, folder / "activity.bundle")
     extra: dict = {"group": group, "security": {"control_keys": [str(CONTROL.public)]}}
     if trusted_key is not None:
         extra["security"] |= {"trusted_keys": [str(trusted_key)], "require_signature": False}

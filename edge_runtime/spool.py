@@ -173,11 +173,7 @@ class Spool:
             with contextlib.suppress(sqlite3.Error, TypeError):
                 (value,) = source.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
                 self._max_id = max(self._max_id, int(value))
-            try:
-                ids = [row[0] for row in source.execute("SELECT id FROM messages ORDER BY id").fetchall()]
-            except sqlite3.Error:
-                ids = []
-            for row_id in ids:
+            for row_id in self._salvage_ids(source):
                 try:
                     row = source.execute("SELECT id, topic, payload, qos, retain, crc FROM messages WHERE id = ?",
                                          (row_id,)).fetchone()
@@ -202,6 +198,20 @@ class Spool:
                 self._transaction(copy)
         log.error("spool %s was damaged: %d message(s) recovered from %s, %d lost; ids and seqs continue", self.path,
                   len(rows), damaged, lost)
+
+    def _salvage_ids(self, source: sqlite3.Connection) -> list[int]:
+        """The ids to try: a scan in id order as far as it gets, then (past a damaged page) every id up to the
+        highest ever given, at most `max_messages` of them (the spool never holds more)."""
+        ids: list[int] = []
+        try:
+            for (row_id,) in source.execute("SELECT id FROM messages ORDER BY id"):
+                ids.append(int(row_id))
+            return ids
+        except (sqlite3.Error, TypeError, ValueError):
+            pass
+        end = self._max_id
+        start = max(ids[-1] + 1 if ids else 1, end - self.max_messages + 1)
+        return ids + list(range(start, end + 1))
 
     def _remember(self, conn: sqlite3.Connection) -> None:
         """Load the numbering of a file that opened fine into memory."""

@@ -65,12 +65,25 @@ def _substitute_env(value: Any, path: str, missing: list[str]) -> Any:
     return value
 
 
+#: deeper nesting is refused: no config, card or board nests more than a few levels, and building the nodes of a
+#: 20,000-deep file took PyYAML 17 s here before it hit the recursion limit
+MAX_DEPTH = 64
+
+
 def _refuse_aliases(path: str | os.PathLike[str], text: str) -> None:
     """YAML aliases (`*name`) are refused: a few hundred bytes of nested aliases expand into millions of nodes (the
-    "billion laughs"), and no config, card or board needs them. Checked on the event stream, before any node is
-    built."""
+    "billion laughs"), and no config, card or board needs them. So is nesting deeper than MAX_DEPTH. Checked on the
+    event stream (PyYAML's parser is not recursive), before any node is built."""
+    depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1
+                raise ConfigError(path, [f"[{path}:{line}] nested more than {MAX_DEPTH} levels deep"])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
             line = event.start_mark.line + 1
             raise ConfigError(path, [f"[{path}:{line}] YAML aliases (*{event.anchor}) are not allowed: write the "
                                      "value out"])

@@ -77,6 +77,14 @@ def _intact(topic: object, payload: object, qos: object, retain: object, crc: ob
     return crc is None or crc == row_crc(topic, payload)
 
 
+def _is_full(error: sqlite3.DatabaseError) -> bool:
+    """SQLITE_FULL: the disk (or the file size limit) is full."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 13
+    return "disk is full" in str(error).lower()
+
+
 def _is_corruption(error: sqlite3.DatabaseError) -> bool:
     code = getattr(error, "sqlite_errorcode", None)  # Python >= 3.11
     if code is not None:
@@ -86,6 +94,10 @@ def _is_corruption(error: sqlite3.DatabaseError) -> bool:
 
 
 CHECKPOINT_INTERVAL_S = 1.0
+#: space set aside next to the spool, given up when the disk is full so the log can be checkpointed (see _make_room)
+RESERVE_BYTES = 256 * 1024
+#: the write-ahead log is truncated to this after a checkpoint (it otherwise keeps its largest size)
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 
 class Spool:
@@ -102,6 +114,8 @@ class Spool:
         self._seqs: dict[str, int] = {}
         self._dropped = 0
         self.corrupt = 0  # rows found damaged (not sent), since this process opened the spool
+        self.full = 0  # writes that found the disk full
+        self._reserve = Path(f"{self.path}.reserve")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn, self._depth = self._open()
@@ -118,6 +132,7 @@ class Spool:
             aside = self._move_aside(error)
             self._conn, self._depth = self._open()
             self._salvage(aside)
+        self._keep_reserve()
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="spool-checkpoint", daemon=True)
         self._checkpointer.start()
@@ -131,6 +146,7 @@ class Spool:
             # No checkpoints on the publishing path: a checkpoint fsyncs, which put tens of milliseconds into the
             # p99 latency of predictions. A background thread checkpoints instead (see _checkpoint_loop).
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             conn.executescript(_SCHEMA)
             columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)").fetchall()}
             if "crc" not in columns:  # a file from before row checksums: its rows stay readable, unchecked
@@ -252,13 +268,15 @@ class Spool:
                 moved = target
         return moved
 
-    def _run(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _run(self, operation: Callable[[sqlite3.Connection], _T], frees_space: bool = False) -> _T:
         """Run one transaction under the lock; a file found corrupt at run time is moved aside and the
         operation retried once on a fresh spool, so a damaged disk costs the queued messages, not the daemon."""
         with self._lock:
             try:
                 return self._transaction(operation)
             except sqlite3.DatabaseError as error:
+                if _is_full(error) and self._make_room(use_reserve=frees_space):
+                    return self._transaction(operation)  # raises again if the disk is still full
                 if not _is_corruption(error):
                     raise
                 with contextlib.suppress(sqlite3.Error):
@@ -267,6 +285,34 @@ class Spool:
                 self._conn, self._depth = self._open()
                 self._seed(self._conn)
                 return self._transaction(operation)
+
+    def _make_room(self, use_reserve: bool) -> bool:
+        """The disk is full: move the write-ahead log into the database and truncate it (with checkpoints off the
+        publishing path the log can hold many more pages than the rows it carries). A delete (`ack`) may also use
+        the reserve, a file of RESERVE_BYTES the spool keeps next to itself: a delete needs log space too, and
+        without it a full disk would never drain, even once the broker is back. New messages never use the
+        reserve: they fail (the caller counts them) until acks have made room."""
+        self.full += 1
+        if self.full == 1 or self.full % 1000 == 0:
+            log.warning("spool %s: disk full (%d times so far)", self.path, self.full)
+        if use_reserve:
+            self._reserve.unlink(missing_ok=True)
+        try:
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as error:
+            log.debug("spool %s: disk full and the log cannot be checkpointed: %s", self.path, error)
+            return use_reserve  # the reserve alone may be enough for a delete
+        return not busy or use_reserve
+
+    def _keep_reserve(self) -> None:
+        """(Re)create the reserve file; on a full disk it waits for the next chance."""
+        if self._reserve.exists():
+            return
+        try:
+            with open(self._reserve, "wb") as handle:
+                handle.write(bytes(RESERVE_BYTES))
+        except OSError:
+            self._reserve.unlink(missing_ok=True)
 
     def _transaction(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = self._conn
@@ -362,7 +408,8 @@ class Spool:
             self._depth -= max(cursor.rowcount, 0)
 
         if params:
-            self._run(delete)
+            self._run(delete, frees_space=True)
+            self._keep_reserve()
 
     def depth(self) -> int:
         with self._lock:

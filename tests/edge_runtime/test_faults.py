@@ -20,7 +20,6 @@ from tests.edge_runtime.test_model_worker import (
     Published,
     card,
     make_worker,
-    workers,  # noqa: F401 (a fixture)
 )
 from tests.support.broker import Collector, MosquittoBroker
 from tests.support.daemon import DaemonProcess, messages, wait_until, write_config
@@ -39,10 +38,9 @@ class NanModel(FakeModel):
         return {"y": y}
 
 
-def test_a_model_that_returns_nan_publishes_only_finite_predictions_and_counts_the_rest(workers):
+def test_a_model_that_returns_nan_publishes_only_finite_predictions_and_counts_the_rest():
     published, errors = Published(), Errors()
     worker = make_worker(NanModel(card(FEATURES)), publish=published, errors=errors, max_batch=4)
-    workers.append(worker)
     worker.start()
     from edge_runtime.stream import SampleBlock
 
@@ -54,6 +52,7 @@ def test_a_model_that_returns_nan_publishes_only_finite_predictions_and_counts_t
     assert documents and all(np.isfinite(d["score"]) for d in documents)
     assert any(reason == "non_finite_output" for reason, _ in errors.reports)
     seqs = [d["seq"] for d in documents]
+    worker.stop(drain=False, timeout=5)
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a NaN window used up a seq"
 
 

@@ -382,7 +382,7 @@ def read_bundle(
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise BundleError(f"bundle not found: {path}") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError):
         raise BundleError(f"not a bundle (not a zip archive): {path}") from None
     except OSError as exc:
         raise BundleError(f"cannot read bundle {path}: {exc.strerror or exc}") from None

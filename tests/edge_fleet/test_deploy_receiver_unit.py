@@ -124,3 +124,52 @@ def test_a_broken_request_is_answered_failed_without_a_transfer(device):
     assert first["deployment_id"] is None and "not JSON" in first["error"] and first["device_id"] == "dev-1"
     assert second["deployment_id"] == "d-2" and second["error"].startswith("bad request: ")
     assert not device.subscriber.chunk_topics() and not device.models.installed
+
+
+def request_for_data(data: bytes, deployment_id: str, chunk: int = CHUNK) -> dict:
+    chunks = [data[start:start + chunk] for start in range(0, len(data), chunk)]
+    sha = hashlib.sha256(data).hexdigest()
+    return {"deployment_id": deployment_id, "bundle_sha256": sha, "size": len(data), "chunk_size": chunk,
+            "chunks": len(chunks), "chunk_sha256": [hashlib.sha256(c).hexdigest() for c in chunks],
+            "chunk_topic": FleetTopics("edge").bundle_chunks(sha)}
+
+
+def test_limits_and_the_signature_policy_are_checked_before_a_chunk_is_fetched(tmp_path):
+    published: list[tuple[str, dict]] = []
+    models, subscriber = Models(), Subscriber()
+    key = ControlKey(tmp_path / "keys")
+    receiver = DeployReceiver(models, lambda topic, payload, qos=1, retain=False: published.append(
+        (topic, json.loads(payload))), subscriber, TOPICS, DeployConfig(max_chunk_bytes=1024),
+        folder=tmp_path / "deploy", can_verify=False, authority=key.authority())
+    receiver.start()
+    try:
+        subscriber.deliver(TOPICS.deploy_request, key.deploy(request_for_data(os.urandom(5000), "big-chunks", 4096)))
+        subscriber.deliver(TOPICS.deploy_request, key.deploy(request_for_data(os.urandom(5000), "no-keys", 512)))
+        assert wait_until(lambda: len(states(published)) == 2, 10)
+        errors = [document["error"] for _, document in published]
+        assert "max_chunk_bytes" in errors[0] and "no security.trusted_keys" in errors[1], errors
+        assert subscriber.most == 0, "a chunk was subscribed before the request was refused"
+    finally:
+        receiver.stop(timeout=5)
+
+
+def test_a_flood_on_the_deploy_topics_is_bounded_and_counted(tmp_path):
+    from edge_runtime.control.deploy import QUEUE_SIZE
+
+    models, subscriber = Models(), Subscriber()
+    key = ControlKey(tmp_path / "keys")
+    gate = threading.Event()
+    receiver = DeployReceiver(models, lambda topic, payload, qos=1, retain=False: gate.wait(10), subscriber, TOPICS,
+                              DeployConfig(require_signature=False), folder=tmp_path / "deploy", can_verify=False,
+                              authority=key.authority())
+    receiver.start()
+    try:
+        for _ in range(QUEUE_SIZE * 3):  # the deploy thread is held by the first answer: the queue fills
+            receiver._on_request(TOPICS.deploy_request, b'{"not": "signed"}')
+        receiver._on_chunk("edge/bundles/x/chunk/0", b"x")
+        stats = receiver.stats()
+        assert stats["dropped_requests"] >= QUEUE_SIZE and stats["dropped_chunks"] == 1, stats
+        assert receiver._queue.qsize() <= QUEUE_SIZE
+    finally:
+        gate.set()
+        receiver.stop(timeout=5)

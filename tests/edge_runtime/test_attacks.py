@@ -15,7 +15,7 @@ import pytest
 
 from edge_runtime.bundle import read_bundle
 from edge_runtime.contract import new_claims
-from tests.support.broker import Collector
+from tests.support.broker import Collector, send_sentinels
 from tests.support.control import ControlKey, resign
 from tests.support.daemon import DaemonProcess, messages, wait_until, write_config
 from tests.support.deploy import blob, chunk_messages, publish, request_for
@@ -243,9 +243,10 @@ def test_hostile_sensor_messages_are_counted_rejections(tmp_path, broker, keys, 
         try:
             assert wait_until(lambda: running_version(everything) == "4", 60), daemon.output()
             hostile = [b"[" * 100_000 + b"]" * 100_000, b'{"ts": 1' + b"0" * 309 + b', "values": [1,2,3,4,5,6]}']
-            publish(broker.port, [("sensors/x", payload) for payload in hostile * 3], retain=False)
             reasons = lambda: [m["reason"] for m in messages(everything, "/errors")]  # noqa: E731
-            assert wait_until(lambda: len(reasons()) >= 6, 20), daemon.output()
+            # sent again until they arrive: the source subscribes once the daemon runs, a little after `online`
+            assert send_sentinels(lambda: publish(broker.port, [("sensors/x", payload) for payload in hostile * 3],
+                                                  retain=False), lambda: len(reasons()) >= 6, 30), daemon.output()
             assert sorted(set(reasons())) == ["bad_schema", "malformed_json"], reasons()
             assert wait_until(lambda: last_stats(everything).get("models", {}).get("activity", {}).get("invalid", 0)
                               >= 6, 10)

@@ -11,7 +11,7 @@ DEMO   := .cache/demo
 DEVICE_VENV := .cache/device-venv
 
 .PHONY: demo test test-unit test-all test-arm64 arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
-	broker browser clean
+	broker browser clean soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +108,11 @@ bench-drift: $(STAMP)
 
 bench-fleet: $(STAMP) broker
 	$(BIN)/python benchmarks/fleet.py --write docs/benchmarks.md
+
+# The daemon under a steady stream with hostile traffic on the side (2 minutes; not part of `make test`):
+# messages, predictions by seq, memory growth, latency drift, refusals. Results: docs/reliability.md.
+soak: $(STAMP) broker
+	$(BIN)/python benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

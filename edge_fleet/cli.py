@@ -44,8 +44,14 @@ def _watch_options(parser: argparse.ArgumentParser) -> None:
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:
     _broker(parser)
-    parser.add_argument("--http", default=":8080", metavar="[HOST]:PORT", type=_http_address,
-                        help="where the dashboard and /metrics listen (default: %(default)s)")
+    parser.add_argument("--http", default="127.0.0.1:8080", metavar="[HOST]:PORT", type=_http_address,
+                        help="where the dashboard and /metrics listen (default: %(default)s; every interface: "
+                             "0.0.0.0:PORT, with a token)")
+    parser.add_argument("--token-file", default=None, metavar="FILE",
+                        help="require this token (Authorization: Bearer, or /?token= once in a browser); default: "
+                             "$EDGE_FLEET_TOKEN, else none")
+    parser.add_argument("--tls-cert", default=None, metavar="PEM", help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's private key")
     parser.add_argument("--history", default="./fleet-history.sqlite", metavar="PATH",
                         help="SQLite file of the fleet's history (default: %(default)s)")
     parser.add_argument("--retention-days", type=float, default=7.0, metavar="DAYS",
@@ -77,6 +83,29 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="NAME", help="the model on the device to replace")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
                         help="seconds to wait for the devices (default: %(default)s)")
+    parser.add_argument("--control-key", default=None, metavar="KEY.key",
+                        help="PRIVATE control key that signs the requests (default: $EDGE_FLEET_CONTROL_KEY); the "
+                             "devices list its .pub in security.control_keys")
+    parser.add_argument("--allow-downgrade", action="store_true",
+                        help="let the devices install a bundle older than the one they run")
+    parser.add_argument("--expires", type=float, default=7 * 24 * 3600.0, metavar="S",
+                        help="seconds the signed requests stay valid (default: 7 days)")
+
+
+def _command_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("device", metavar="DEVICE", help="the device id")
+    parser.add_argument("name", metavar="NAME", help="the command: reload, info")
+    _broker(parser)
+    parser.add_argument("--control-key", default=None, metavar="KEY.key",
+                        help="PRIVATE control key that signs the command (default: $EDGE_FLEET_CONTROL_KEY)")
+    parser.add_argument("--model", default=None, help="which of the device's models (reload)")
+    parser.add_argument("--allow-downgrade", action="store_true",
+                        help="reload: accept a configured bundle older than the one the device ran")
+    parser.add_argument("--arg", action="append", metavar="KEY=VALUE", help="another argument (repeatable)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                        help="seconds to wait for the answer (default: %(default)s)")
+    parser.add_argument("--expires", type=float, default=300.0, metavar="S",
+                        help="seconds the signed command stays valid (default: %(default)s)")
 
 
 def _simulate_options(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +120,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str, s
     "serve": ("web dashboard, alerts and Prometheus metrics", _serve_options, "edge_fleet.serve",
               "main_serve"),
     "deploy": ("roll a bundle out to devices", _deploy_options, "edge_fleet.deploy", "main_deploy"),
+    "command": ("send a signed command to a device", _command_options, "edge_fleet.command", "main_command"),
     "simulate": ("simulated devices for load tests and demos", _simulate_options, "edge_fleet.simulate",
                  "main_simulate"),
 }

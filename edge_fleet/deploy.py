@@ -1,16 +1,23 @@
 """`edge-fleet deploy`: roll a signed bundle out to devices over MQTT (docs/fleet-protocol.md, "Fleet -> device").
 
-    edge-fleet deploy BUNDLE --broker mqtt://host:1883 (--device ID ... | --group NAME) [--canary N]
-                      [--signing-key release.pub] [--model NAME] [--timeout SECONDS]
+    edge-fleet deploy BUNDLE --broker mqtt://host:1883 (--device ID ... | --group NAME) --control-key fleet.key
+                      [--canary N] [--signing-key release.pub] [--model NAME] [--timeout SECONDS]
+                      [--allow-downgrade] [--expires SECONDS]
 
 The bundle is checked here first (a file that is not a valid bundle is never sent). `--signing-key` is the
 *public* key (`.pub` from `edge-convert keygen`): the bundle's signature must verify against it before anything
 is sent. Bundles are signed by `edge-convert --sign-key`, never here; the devices verify the signature again
 against their own trusted keys, which is what actually protects them.
 
+Every request is signed with the *control* key (`--control-key`, the private `.key`; the devices list its `.pub`
+in `security.control_keys`), for one device, with a nonce and an expiry (`--expires`, default 7 days: an offline
+device installs when it is back within that time). The request carries the bundle's version and build time, so a
+device refuses a rollback before it downloads anything, unless `--allow-downgrade` (signed too) says otherwise.
+
 The bundle goes out once, as retained chunks; then a retained request per device. With `--canary N` the first N
 devices get the request first, and the others only once all N reported `installed`; a `failed` or a timeout
-halts the rollout and withdraws the canary requests still unanswered. A device that does not answer within the
+halts the rollout and withdraws the canary requests still unanswered (with a signed withdrawal: an unsigned
+message cannot cancel a rollout). A device that does not answer within the
 timeout (offline) stays *pending*: its request and the chunks stay retained, so it installs the bundle when it
 comes back. Retained requests of devices that answered are cleared, and the chunks once no device needs them.
 
@@ -24,6 +31,7 @@ import argparse
 import hashlib
 import json
 import queue
+import ssl
 import sys
 import time
 import uuid
@@ -34,8 +42,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from edge_fleet.credentials import fleet_credentials
+from edge_fleet.signer import ControlSigner, SignerError
 from edge_runtime.bundle import BundleError, read_bundle
 from edge_runtime.contract import DEPLOY_FINAL, TOPIC_LEVEL, DeployRequest, FleetTopics, parse_broker_url
+from edge_runtime.contract.control import DEPLOY_LIFETIME_S
 from edge_runtime.mqtt_client import ClientSettings, create_client
 from edge_runtime.signing import load_public_key
 
@@ -107,6 +118,7 @@ class BundleBlob:
     sha256: str
     name: str
     version: str
+    created: str | None = None
 
 
 def check_bundle(path: Path, signing_key: Path | None) -> BundleBlob:
@@ -123,21 +135,24 @@ def check_bundle(path: Path, signing_key: Path | None) -> BundleBlob:
         data = Path(path).read_bytes()
     except (BundleError, OSError) as exc:
         raise DeployError(f"refusing to send {path}: {exc}") from None
-    return BundleBlob(data, hashlib.sha256(data).hexdigest(), bundle.manifest.name, bundle.manifest.version)
+    return BundleBlob(data, hashlib.sha256(data).hexdigest(), bundle.manifest.name, bundle.manifest.version,
+                      bundle.manifest.created)
 
 
 def chunk_topic(prefix: str, sha256: str) -> str:
     return FleetTopics(prefix).bundle_chunks(sha256)
 
 
-def make_request(bundle: BundleBlob, deployment_id: str, prefix: str, chunk_size: int, model: str | None) -> dict:
-    """The retained `deploy/request` document (the same for every device of a rollout)."""
+def make_request(bundle: BundleBlob, deployment_id: str, prefix: str, chunk_size: int, model: str | None,
+                 allow_downgrade: bool = False) -> dict:
+    """The `deploy/request` document (the same for every device of a rollout; each device's copy is signed for
+    it alone)."""
     chunks = [bundle.data[start:start + chunk_size] for start in range(0, len(bundle.data), chunk_size)]
     request = DeployRequest(
         deployment_id=deployment_id, bundle_sha256=bundle.sha256, size=len(bundle.data), chunk_size=chunk_size,
         chunks=len(chunks), chunk_sha256=[hashlib.sha256(chunk).hexdigest() for chunk in chunks],
         chunk_topic=chunk_topic(prefix, bundle.sha256), model=model, name=bundle.name, version=bundle.version,
-        ts=time.time(),
+        created=bundle.created, allow_downgrade=allow_downgrade, ts=time.time(),
     )
     return request.model_dump()
 
@@ -153,9 +168,11 @@ class FleetConnection:
             raise DeployError(str(exc)) from None
         self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
         self._connected = queue.Queue(maxsize=1)
+        found = fleet_credentials(self.broker, username, password)
         self.client = create_client(ClientSettings(
             self.broker, client_id or f"edge-fleet-deploy-{uuid.uuid4().hex[:12]}", protocol="5",
-            username=username, password=password if username else None, keepalive_s=KEEPALIVE_S))
+            username=found.username, password=found.password, ca_file=found.ca_file, cert_file=found.cert_file,
+            key_file=found.key_file, keepalive_s=KEEPALIVE_S))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 
@@ -170,6 +187,9 @@ class FleetConnection:
         broker = self.broker
         try:
             self.client.connect(broker.host, broker.port, keepalive=KEEPALIVE_S)
+        except ssl.SSLError as exc:
+            raise DeployError(f"TLS with the broker {broker.url} failed: {exc.reason or exc} (check "
+                              "$EDGE_FLEET_CA_FILE, $EDGE_FLEET_CERT_FILE and $EDGE_FLEET_KEY_FILE)") from None
         except OSError as exc:
             raise DeployError(f"cannot connect to the broker {broker.url}: {exc}") from None
         self.client.loop_start()
@@ -206,8 +226,11 @@ def _wait_published(infos: list[mqtt.MQTTMessageInfo], timeout: float, what: str
 class _Rollout:
     """The running rollout: reads the messages, tracks each device, clears what is no longer needed."""
 
-    def __init__(self, connection: FleetConnection, prefix: str, request: dict, progress: Progress | None):
+    def __init__(self, connection: FleetConnection, prefix: str, request: dict, progress: Progress | None,
+                 signer: ControlSigner, lifetime_s: float = DEPLOY_LIFETIME_S):
         self.connection = connection
+        self.signer = signer
+        self.lifetime_s = lifetime_s
         self.prefix = prefix
         self.topics = FleetTopics(prefix)
         self.request = request
@@ -272,9 +295,13 @@ class _Rollout:
         if outcome.state in FINAL:  # answered: a retained request would only be seen (and ignored) again
             self.cleared.append(self.connection.publish(self.request_topic(device), b""))
 
+    def signed(self, device: str, body: dict) -> bytes:
+        """`body` in an envelope signed for `device` alone."""
+        return self.signer.sign("deploy/request", body, prefix=self.prefix, device=device, lifetime_s=self.lifetime_s)
+
     def send_requests(self, devices: Sequence[str]) -> None:
-        payload = json.dumps(self.request).encode()
-        infos = [self.connection.publish(self.request_topic(device), payload) for device in devices]
+        infos = [self.connection.publish(self.request_topic(device), self.signed(device, self.request))
+                 for device in devices]
         _wait_published(infos, CONNECT_TIMEOUT_S, "the deploy requests")
         for device in devices:
             self.outcomes[device].state = "requested"
@@ -310,6 +337,9 @@ def deploy_bundle(
     progress: Progress | None = None,
     username: str | None = None,
     password: str | None = None,
+    control_key: Path | ControlSigner | None = None,
+    allow_downgrade: bool = False,
+    lifetime_s: float = DEPLOY_LIFETIME_S,
 ) -> DeployResult:
     """Roll `bundle_path` out (see the module docstring); DeployError if refused before anything was sent.
 
@@ -325,14 +355,18 @@ def deploy_bundle(
             raise DeployError(f"{device!r} is not a device id (letters, digits, '_', '.', '-')")
     if not devices and not group:
         raise DeployError("say which devices: --device ID (repeatable) and/or --group NAME")
+    try:
+        signer = control_key if isinstance(control_key, ControlSigner) else ControlSigner(control_key)
+    except SignerError as exc:
+        raise DeployError(str(exc)) from None
     bundle = check_bundle(Path(bundle_path), signing_key)
     deployment_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-    request = make_request(bundle, deployment_id, prefix, chunk_size, model)
+    request = make_request(bundle, deployment_id, prefix, chunk_size, model, allow_downgrade)
 
     connection = FleetConnection(broker_url, username=username, password=password)
     connection.connect()
     try:
-        rollout = _Rollout(connection, prefix, request, progress)
+        rollout = _Rollout(connection, prefix, request, progress, signer, lifetime_s)
         connection.subscribe([rollout.topics.status_filter, rollout.topics.deploy_status_filter])
         rollout.pump(time.monotonic() + (DISCOVERY_S if group else 0.2))
         targets = list(dict.fromkeys(devices or []))
@@ -376,7 +410,8 @@ def _withdraw(rollout: _Rollout, devices: list[str]) -> None:
         outcome = rollout.outcomes[device]
         if outcome.state == "pending":
             outcome.state = "withdrawn"
-            infos.append(rollout.connection.publish(rollout.request_topic(device), b""))
+            withdrawal = rollout.signed(device, {"withdraw": rollout.request["deployment_id"]})
+            infos.append(rollout.connection.publish(rollout.request_topic(device), withdrawal))
             rollout.say(device, "withdrawn: the rollout halted")
     _wait_published(infos, CONNECT_TIMEOUT_S, "the withdrawn requests")
 
@@ -395,6 +430,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="which of the device's models to replace (default: its only one)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait per phase (default 300)")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help=argparse.SUPPRESS)
+    parser.add_argument("--control-key", type=Path, help="PRIVATE control key (.key) that signs the requests "
+                        "(default: $EDGE_FLEET_CONTROL_KEY)")
+    parser.add_argument("--allow-downgrade", action="store_true", help="let devices install a bundle older than "
+                        "the one they run")
+    parser.add_argument("--expires", type=float, default=DEPLOY_LIFETIME_S, help="seconds the requests stay valid")
     parser.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
 
 
@@ -412,6 +452,9 @@ def main_deploy(args: argparse.Namespace) -> int:
             chunk_size=getattr(args, "chunk_size", None) or DEFAULT_CHUNK_SIZE,
             prefix=getattr(args, "prefix", None) or "edge", progress=show,
             username=getattr(args, "username", None), password=getattr(args, "password", None),
+            control_key=getattr(args, "control_key", None),
+            allow_downgrade=bool(getattr(args, "allow_downgrade", False)),
+            lifetime_s=getattr(args, "expires", None) or DEPLOY_LIFETIME_S,
         )
     except DeployError as exc:
         print(f"edge-fleet deploy: {exc}", file=sys.stderr)

@@ -49,6 +49,10 @@ class FleetCollector(Collector):
                        snapshot.get("garbage"))
         yield _counter(f"{PREFIX}_unknown_schema_messages", "Status messages of a schema version this monitor does "
                        "not know.", snapshot.get("unknown_schema"))
+        yield _counter(f"{PREFIX}_unknown_device_messages", "Messages for a device no valid status announced (not "
+                       "tracked).", snapshot.get("unknown_device"))
+        yield _counter(f"{PREFIX}_refused_devices", "Statuses of new devices beyond the monitor's device limit.",
+                       snapshot.get("refused_devices"))
         yield from self._devices(self.state.devices(), now)
 
     def _devices(self, devices: list[Any], now: float) -> Iterator[Metric]:

@@ -25,6 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge_fleet.credentials import PASSWORD_ENV, fleet_credentials
 from edge_fleet.mqtt_loop import ClientLoop, fast_client
 from edge_fleet.state import FleetState
 from edge_runtime.contract import FLEET_KINDS, FleetTopics, kind_of, parse_broker_url
@@ -33,8 +34,7 @@ from edge_runtime.mqtt_client import ClientSettings
 log = logging.getLogger("edge_fleet.monitor")
 
 KINDS = FLEET_KINDS
-#: where a password for a user name in the broker URL comes from (never the URL: see contract/broker.py)
-PASSWORD_ENV = "EDGE_FLEET_MQTT_PASSWORD"
+__all__ = ["PASSWORD_ENV", "FleetMonitor", "subscriptions"]
 
 
 def subscriptions(prefix: str, share_group: str | None) -> list[tuple[str, int]]:
@@ -67,13 +67,12 @@ class FleetMonitor:
         self._connects = 0
         self._subscribed = threading.Event()
         self._loop = ClientLoop(name=f"fleet-monitor-{self.client_id}")
-        username = username or self.address.username
-        if password is None and username:  # the password of the URL's user: from the environment, not the URL
-            password = os.environ.get(PASSWORD_ENV) or None
-        # TLS: the system's CAs, or a private CA from ca_file / $EDGE_FLEET_CA_FILE
+        # the password from the environment (never the URL); TLS: the system's CAs or $EDGE_FLEET_CA_FILE, and a
+        # client certificate from $EDGE_FLEET_CERT_FILE / $EDGE_FLEET_KEY_FILE (edge_fleet/credentials.py)
+        found = fleet_credentials(self.address, username, password, ca_file)
         client = self._client = fast_client(ClientSettings(
-            self.address, self.client_id, protocol="5", username=username, password=password,
-            ca_file=ca_file or os.environ.get("EDGE_FLEET_CA_FILE") or None, keepalive_s=keepalive))
+            self.address, self.client_id, protocol="5", username=found.username, password=found.password,
+            ca_file=found.ca_file, cert_file=found.cert_file, key_file=found.key_file, keepalive_s=keepalive))
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect

@@ -10,17 +10,26 @@ framework in a package that also installs on devices. Routes:
     /metrics               Prometheus text format, computed at scrape time
     /healthz               liveness, with the MQTT monitor's and the history's counters
 
+Who may look: the server listens on 127.0.0.1 unless `--http HOST:PORT` says otherwise (the fleet's names, groups
+and versions are reconnaissance for an attacker). With a token (`--token-file FILE` or `$EDGE_FLEET_TOKEN`) every
+route but `/healthz` needs it: `Authorization: Bearer <token>` (Prometheus' `authorization` setting), or once
+`/?token=<token>` in a browser, which sets an HttpOnly cookie for the page's own requests. With `--tls-cert` and
+`--tls-key` it serves HTTPS. Listening on another interface without a token is allowed, with a warning.
+
 Messages change `FleetState` on the MQTT thread; the history is written by a recorder thread of its own, so a
 slow disk or another process holding the SQLite lock never stalls the MQTT network loop.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
+import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -37,6 +46,8 @@ from edge_fleet.history import FleetHistory
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_S = 3600.0
+TOKEN_ENV = "EDGE_FLEET_TOKEN"
+COOKIE = "edge_fleet_token"
 MAX_POINTS = 720  # per series in one /api/devices answer: a day at 10 s sampling would be 8,640 points
 CHART_METRICS = ("throughput", "latency_p95", "drift")
 
@@ -156,9 +167,33 @@ class FleetHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive for the page's polling
     timeout = 120  # an idle keep-alive connection (a closed laptop) frees its thread
 
+    def _authorized(self, url: Any) -> bool:
+        """No token configured, or the request carries it (header, cookie, or `?token=` which sets the cookie)."""
+        token = self.server.token
+        if token is None or url.path == "/healthz":
+            return True
+        offered = []
+        header = self.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            offered.append(header[len("Bearer "):].strip())
+        for part in self.headers.get("Cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE:
+                offered.append(value)
+        from_query = parse_qs(url.query).get("token", [])
+        offered += from_query
+        ok = any(hmac.compare_digest(candidate.encode(), token.encode()) for candidate in offered)
+        self._set_cookie = ok and bool(from_query)
+        return ok
+
     def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
         url = urlsplit(self.path)
         path = url.path
+        self._set_cookie = False
+        if not self._authorized(url):
+            self._json({"error": "a token is needed: Authorization: Bearer <token>, or open /?token=<token>"},
+                       HTTPStatus.UNAUTHORIZED)
+            return
         try:
             if path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
@@ -181,8 +216,12 @@ class FleetHandler(BaseHTTPRequestHandler):
             self._json({"error": "internal error, see the server log"}, HTTPStatus.INTERNAL_SERVER_ERROR)
 
     def do_HEAD(self) -> None:  # noqa: N802
-        self._send(HTTPStatus.OK if urlsplit(self.path).path in ("/", "/healthz") else HTTPStatus.NOT_FOUND, b"",
-                   "text/plain")
+        url = urlsplit(self.path)
+        self._set_cookie = False
+        if not self._authorized(url):
+            self._send(HTTPStatus.UNAUTHORIZED, b"", "text/plain")
+            return
+        self._send(HTTPStatus.OK if url.path in ("/", "/healthz") else HTTPStatus.NOT_FOUND, b"", "text/plain")
 
     def _device(self, device_id: str, query: dict[str, list[str]]) -> None:
         history = self.server.history
@@ -217,6 +256,9 @@ class FleetHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if getattr(self, "_set_cookie", False):
+            secure = "; Secure" if self.server.tls else ""
+            self.send_header("Set-Cookie", f"{COOKIE}={self.server.token}; HttpOnly; SameSite=Strict; Path=/{secure}")
         if content_type.startswith("text/html"):
             # the page needs nothing but itself and this server: say so, so an injected script could not phone out
             self.send_header("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; "
@@ -247,9 +289,12 @@ class FleetHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], state: Any, history: FleetHistory,
-                 health: Callable[[], dict] | None = None):
+                 health: Callable[[], dict] | None = None, token: str | None = None,
+                 tls: ssl.SSLContext | None = None):
         from edge_fleet.exporter import registry_for
 
+        self.token = token or None
+        self.tls = tls
         self.state = state
         self.history = history
         self.registry = registry_for(state)
@@ -258,6 +303,8 @@ class FleetHTTPServer(ThreadingHTTPServer):
         if ":" in address[0]:  # an IPv6 literal: the base class is IPv4 only
             self.address_family = socket.AF_INET6
         super().__init__(address, FleetHandler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
 
     def health(self) -> dict:
         extra = self._health() if self._health is not None else {}
@@ -266,20 +313,43 @@ class FleetHTTPServer(ThreadingHTTPServer):
 
 
 def build_server(state: Any, history: FleetHistory, host: str, port: int,
-                 health: Callable[[], dict] | None = None) -> FleetHTTPServer:
+                 health: Callable[[], dict] | None = None, token: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> FleetHTTPServer:
     """The HTTP server, bound but not serving yet (call `serve_forever`, in a thread for tests; port 0 picks a free
     port: read it from `server.server_address`)."""
-    return FleetHTTPServer((host, port), state, history, health)
+    return FleetHTTPServer((host, port), state, history, health, token=token, tls=tls)
 
 
 def parse_http(value: str | None) -> tuple[str, int]:
-    """`host:port`, `:port` (every interface) or `[::1]:port`."""
-    value = (value or ":8080").strip()
+    """`host:port`, `:port` (loopback: 127.0.0.1) or `[::1]:port`; every interface is `0.0.0.0:port`, said
+    explicitly."""
+    value = (value or "127.0.0.1:8080").strip()
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"--http {value!r}: expected host:port or :port")
     host = host.strip("[]")
-    return host or "0.0.0.0", int(port)
+    return host or "127.0.0.1", int(port)
+
+
+def read_token(path: str | None) -> str | None:
+    """The dashboard token: the file's first line, else $EDGE_FLEET_TOKEN, else None (no token)."""
+    if path:
+        token = Path(path).read_text().strip()
+        if len(token) < 16:
+            raise ValueError(f"--token-file {path}: the token must be at least 16 characters")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def main_serve(args: Any) -> int:
@@ -296,9 +366,14 @@ def main_serve(args: Any) -> int:
     prefix = getattr(args, "prefix", None) or "edge"
     try:
         host, port = parse_http(getattr(args, "http", None))
-    except ValueError as error:
+        token = read_token(getattr(args, "token_file", None))
+        tls = tls_context(getattr(args, "tls_cert", None), getattr(args, "tls_key", None))
+    except (ValueError, OSError, ssl.SSLError) as error:
         print(f"edge-fleet serve: {error}", file=sys.stderr)
         return 2
+    if host not in ("127.0.0.1", "::1", "localhost") and token is None:
+        print(f"edge-fleet serve: WARNING: listening on {host} without a token: anyone who reaches this port sees "
+              "the fleet (--token-file or $EDGE_FLEET_TOKEN)", file=sys.stderr)
     retention_days = float(getattr(args, "retention_days", 7.0) or 7.0)
     history_path = Path(getattr(args, "history", None) or "fleet-history.sqlite")
     state = FleetState(prefix=prefix)
@@ -316,7 +391,8 @@ def main_serve(args: Any) -> int:
     recorder = HistoryRecorder(state, history)
     state.add_listener(recorder.notify)
     try:
-        server = build_server(state, history, host, port, health=lambda: {"monitor": _safe(monitor.stats)})
+        server = build_server(state, history, host, port, health=lambda: {"monitor": _safe(monitor.stats)},
+                              token=token, tls=tls)
     except OSError as error:
         print(f"edge-fleet serve: cannot listen on {host}:{port}: {error}", file=sys.stderr)
         history.close()
@@ -330,7 +406,9 @@ def main_serve(args: Any) -> int:
         monitor.start()
         http_thread.start()
         bound_host, bound_port = server.server_address[:2]
-        url = f"http://[{bound_host}]:{bound_port}/" if ":" in bound_host else f"http://{bound_host}:{bound_port}/"
+        scheme = "https" if tls is not None else "http"
+        url = (f"{scheme}://[{bound_host}]:{bound_port}/" if ":" in bound_host
+               else f"{scheme}://{bound_host}:{bound_port}/")
         log.info("fleet dashboard on %s (history %s)", url, history_path)
         print(f"edge-fleet serve: {url}  metrics: {url}metrics  history: {history_path}", flush=True)
         while not stop.wait(0.5):

@@ -6,6 +6,11 @@ more than 10,000 a second in one process, so it does one `split`, one `json.load
 holds the lock only for the updates. Devices are untrusted input: a message that is not JSON, has wrong types or
 a newer status schema is counted (per device and in total) and otherwise ignored; it never raises.
 
+A device exists only once a valid status document named it: a known state, and no `device_id` other than the
+topic's. Stats, drift, deploy messages and garbage for a device nobody announced are counted (`unknown`,
+`garbage`), never a device: 20,000 junk messages on 20,000 topics must not become 20,000 rows of `/metrics`. And at
+most `max_devices` are tracked; a status beyond that is counted (`refused_devices`).
+
 A message is applied whole or not at all: every field is checked before anything changes, so a half-valid
 message cannot leave a device half-updated.
 
@@ -31,6 +36,12 @@ SCHEMA = STATUS_SCHEMA  # the newest status schema this module understands: the 
 STATES = DEVICE_STATES
 Listener = Callable[[str, str], None]
 _NUMBER = (int, float)
+#: devices one monitor tracks at most (a fleet larger than this needs several prefixes or monitors)
+MAX_DEVICES = 100_000
+
+
+class UnknownDevice(Exception):
+    """A message for a device no valid status document announced."""
 
 
 @dataclass
@@ -219,8 +230,11 @@ def _parse_deploy(document: dict) -> dict:
 class FleetState:
     """Every device of one topic prefix; thread-safe (one lock). See the module docstring."""
 
-    def __init__(self, prefix: str = "edge", stale_after_s: float | None = None):
+    def __init__(self, prefix: str = "edge", stale_after_s: float | None = None, max_devices: int = MAX_DEVICES):
         self.prefix = prefix
+        self.max_devices = max_devices
+        self.unknown = 0  # messages for a device no status announced
+        self.refused_devices = 0  # statuses beyond max_devices
         self.topics = FleetTopics(prefix)
         self.stale_after_s = stale_after_s
         self._lock = threading.Lock()
@@ -253,6 +267,10 @@ class FleetState:
                 changed = self._apply_drift(device_id, model_name, document, now)
             else:
                 changed = self._apply_deploy(device_id, document, now)
+        except UnknownDevice:
+            with self._lock:
+                self.unknown += 1
+            return None
         except (ValueError, Garbage, TypeError, AttributeError, RecursionError) as exc:  # ValueError: JSON, UTF-8
             self._count_garbage(device_id, now, exc)
             return None
@@ -265,17 +283,24 @@ class FleetState:
                 log.exception("fleet state listener failed")
         return device_id
 
-    def _device(self, device_id: str, now: float) -> DeviceState:
-        """The device, created on first contact (call with the lock held)."""
+    def _device(self, device_id: str, now: float, create: bool = False) -> DeviceState:
+        """The device (call with the lock held); only a valid status creates one (`create`), else UnknownDevice."""
         device = self._devices.get(device_id)
         if device is None:
+            if not create:
+                raise UnknownDevice(device_id)
+            if len(self._devices) >= self.max_devices:
+                self.refused_devices += 1
+                raise UnknownDevice(device_id)
             device = self._devices[device_id] = DeviceState(device_id, first_seen=now)
         return device
 
     def _count_garbage(self, device_id: str, now: float, exc: Exception) -> None:
         with self._lock:
             self.garbage += 1
-            self._device(device_id, now).problems += 1
+            device = self._devices.get(device_id)
+            if device is not None:
+                device.problems += 1
         log.debug("%s: unusable message: %s", device_id, exc)
 
     def _apply_stats(self, device_id: str, document: dict, now: float) -> str:
@@ -299,6 +324,8 @@ class FleetState:
         state = document.get("state")
         if state not in STATES:
             raise Garbage(f"status: unknown state {state!r}")
+        if document.get("device_id", device_id) != device_id:
+            raise Garbage(f"status: device_id {str(document.get('device_id'))[:64]!r} is not the topic's")
         schema = document.get("schema", SCHEMA)
         newer = not isinstance(schema, int) or isinstance(schema, bool) or schema > SCHEMA
         if newer:
@@ -319,7 +346,7 @@ class FleetState:
         else:
             seen = now
         with self._lock:
-            device = self._device(device_id, now)
+            device = self._device(device_id, now, create=True)
             if newer:
                 self.unknown_schema += 1
                 device.problems += 1
@@ -422,8 +449,10 @@ class FleetState:
             counts["drift"] += any(model.drift_state == "drift" for model in models)
         with self._lock:
             garbage, unknown = self.garbage, self.unknown_schema
+            unannounced, refused = self.unknown, self.refused_devices
         return {"ts": time.time(), "devices": [device.as_dict() for device in devices], "counts": counts,
-                "garbage": garbage, "unknown_schema": unknown}
+                "garbage": garbage, "unknown_schema": unknown, "unknown_device": unannounced,
+                "refused_devices": refused}
 
     def alerts(self) -> list[dict]:
         """What needs a person: offline devices (not `stopped`: that was a clean exit), drift, degraded backends,

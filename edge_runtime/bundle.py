@@ -8,7 +8,12 @@
     golden.npz      a golden input with its expected output
 
 `read_bundle` checks everything (archive, manifest schema, checksums, unlisted members, size, signature)
-before it returns, so a device can validate a new bundle completely before it replaces a working one.
+before it returns, so a device can validate a new bundle completely before it replaces a working one. Trust
+comes before memory: only `manifest.json` and `manifest.sig` (both small, capped) are read before the signature is
+checked; then each member is streamed and hashed against the size and sha256 the (now trusted) manifest lists, and
+never read past that size, so a zip bomb or an unsigned bundle costs the device a few kilobytes, not gigabytes.
+With trusted keys, an unsigned bundle is always refused: deleting `manifest.sig` cannot turn a refusal into an
+acceptance. `golden.npz` is loaded only after its array headers were checked (`edge_runtime.npz`).
 `write_bundle` writes atomically, so a crash or error never leaves a half-written bundle behind.
 
 Errors: `BundleError` for anything wrong with a bundle; `BundleSignatureError` (a BundleError *and* an
@@ -26,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
+from zlib import error as zlib_error
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -33,6 +39,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge_runtime.atomic import atomic_writer
 from edge_runtime.card import Strict
+from edge_runtime.npz import NpzError, load_npz
 from edge_runtime.signing import SignatureError, sign_bytes, verify_signature
 from edge_runtime.yaml_source import describe_errors
 
@@ -66,6 +73,11 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 RESERVED = (MANIFEST, SIGNATURE)
 DEFAULT_MAX_SIZE = 512 * 1024 * 1024
+#: manifest.json is read before it is trusted: it must be small (reference statistics included, a few 100 KB)
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 64 * 1024
+#: members are inflated and hashed this much at a time
+_PIECE = 1024 * 1024
 # A fixed timestamp for every archive member: the manifest carries the real creation time, and a fixed
 # one makes the same inputs give a byte-identical bundle (ed25519 signatures are deterministic too).
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -192,6 +204,8 @@ def parse_manifest(data: bytes, source: str = MANIFEST) -> Manifest:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{source}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BundleError(f"{source}: JSON nested too deeply") from None
     if not isinstance(raw, dict):
         raise BundleError(f"{source}: expected a JSON object, got {type(raw).__name__}")
     version = raw.get("schema_version")
@@ -205,6 +219,8 @@ def parse_manifest(data: bytes, source: str = MANIFEST) -> Manifest:
     except ValidationError as exc:
         problems = describe_errors(source, exc, Manifest, {})
         raise BundleError("invalid manifest:\n" + "\n".join(problems)) from None
+    except RecursionError:
+        raise BundleError(f"{source}: nested too deeply") from None
 
 
 def unsafe_name_reason(name: object) -> str | None:
@@ -326,10 +342,11 @@ class Bundle:
     def golden(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The golden (inputs, outputs), each keyed by tensor name."""
         source = f"{self.path}:{self.manifest.golden.path}"
+        data = self.read(self.manifest.golden.path)
         try:
-            with np.load(io.BytesIO(self.read(self.manifest.golden.path)), allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            # the arrays are in the archive uncompressed (np.savez): they cannot take more than the member's bytes
+            arrays = load_npz(data, max_bytes=max(len(data), 1024))
+        except NpzError as exc:
             raise BundleError(f"{source}: not a readable .npz file ({exc})") from None
         inputs: dict[str, np.ndarray] = {}
         outputs: dict[str, np.ndarray] = {}
@@ -354,65 +371,108 @@ def read_bundle(
 ) -> Bundle:
     """Open and fully check a bundle; raise BundleError (or BundleSignatureError) if anything is off.
 
-    Signature policy: with `trusted_keys` (non-empty), a present ``manifest.sig`` must verify against one of
-    them; `require_signature` additionally refuses unsigned bundles (and needs `trusted_keys`, since a
-    signature nobody checks proves nothing). Without trusted keys a signature is reported, not checked.
-    `max_size` caps the total uncompressed size so a zip bomb is refused before it is inflated.
+    Signature policy: with `trusted_keys` (non-empty), the bundle must be signed by one of them (an unsigned one
+    is refused whatever `require_signature` says); `require_signature` without trusted keys refuses everything,
+    since a signature nobody checks proves nothing. Without either, a signature is reported, not checked.
+    `max_size` caps the total size of the members, checked on the sizes declared before anything is inflated.
     """
     path = Path(path)
+    require_signature = require_signature or bool(trusted_keys)
     try:
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise BundleError(f"bundle not found: {path}") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError):
         raise BundleError(f"not a bundle (not a zip archive): {path}") from None
     except OSError as exc:
         raise BundleError(f"cannot read bundle {path}: {exc.strerror or exc}") from None
     with archive:
-        contents = _read_members(path, archive, max_size)
-
-    manifest_json = contents.pop(MANIFEST, None)
-    if manifest_json is None:
-        raise BundleError(f"not a bundle: {path} has no {MANIFEST}")
-    signature_json = contents.pop(SIGNATURE, None)
-    status, signer = _check_signature(path, manifest_json, signature_json, trusted_keys, require_signature)
-
-    manifest = parse_manifest(manifest_json, f"{path}:{MANIFEST}")
-    _check_files(path, manifest, contents)
+        infos = _directory(path, archive)
+        if MANIFEST not in infos:
+            raise BundleError(f"not a bundle: {path} has no {MANIFEST}")
+        manifest_json = _read_capped(path, archive, infos[MANIFEST], MAX_MANIFEST_BYTES)
+        signature_json = (_read_capped(path, archive, infos[SIGNATURE], MAX_SIGNATURE_BYTES)
+                          if SIGNATURE in infos else None)
+        status, signer = _check_signature(path, manifest_json, signature_json, trusted_keys, require_signature)
+        manifest = parse_manifest(manifest_json, f"{path}:{MANIFEST}")
+        _check_listing(path, manifest, infos, max_size)
+        contents = {name: _read_member(path, archive, infos[name], entry)
+                    for name, entry in sorted(manifest.files.items())}
     return Bundle(path, manifest, contents, status, signer)
 
 
-def _read_members(path: Path, archive: zipfile.ZipFile, max_size: int) -> dict[str, bytes]:
-    """Read every member after checking names, duplicates and the declared total size."""
-    infos = archive.infolist()
-    seen: set[str] = set()
-    for info in infos:
-        if info.filename in seen:
+def _directory(path: Path, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """The members by name, after checking names and duplicates (nothing is inflated)."""
+    infos: dict[str, zipfile.ZipInfo] = {}
+    for info in archive.infolist():
+        if info.filename in infos:
             raise BundleError(f"{path}: member {info.filename!r} appears twice")
-        seen.add(info.filename)
         if info.filename not in RESERVED:
             try:
                 check_member_name(info.filename)
             except BundleError as exc:
                 raise BundleError(f"{path}: {exc}") from None
-    total = sum(info.file_size for info in infos)
+        infos[info.filename] = info
+    return infos
+
+
+def _read_capped(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes:
+    """A small member read before anything is trusted: refused if its header says it is larger than `cap`."""
+    if info.file_size > cap:
+        raise BundleError(f"{path}: {info.filename} is {info.file_size} bytes, more than the {cap} a bundle's "
+                          f"{info.filename} may take")
+    return _inflate(path, archive, info, info.file_size, None)
+
+
+def _check_listing(path: Path, manifest: Manifest, infos: Mapping[str, zipfile.ZipInfo], max_size: int) -> None:
+    """Every listed member present with the size the manifest says, nothing unlisted, model and golden listed,
+    and the total under `max_size`: all from the directory, before a byte of a member is inflated."""
+    members = set(infos) - set(RESERVED)
+    unlisted = sorted(members - set(manifest.files))
+    if unlisted:
+        raise BundleError(f"{path}: members not listed in the manifest: {', '.join(unlisted)}")
+    for name, entry in sorted(manifest.files.items()):
+        if name not in infos:
+            raise BundleError(f"{path}: {name}: listed in the manifest but missing from the bundle")
+        if infos[name].file_size != entry.size:
+            raise BundleError(f"{path}: {name}: the archive says {infos[name].file_size} bytes, the manifest "
+                              f"{entry.size}: the bundle was modified or corrupted")
+    for role, needed in (("model", manifest.model.path), ("golden", manifest.golden.path)):
+        if needed not in manifest.files:
+            raise BundleError(f"{path}: the {role} file {needed!r} is not listed in the manifest's files")
+    total = sum(entry.size for entry in manifest.files.values())
     if total > max_size:
-        raise BundleError(
-            f"{path}: uncompressed size {total} bytes exceeds the limit of {max_size} bytes (a zip bomb?)"
-        )
-    contents: dict[str, bytes] = {}
-    for info in infos:
-        try:
-            with archive.open(info) as member:
-                data = member.read(info.file_size + 1)  # never inflate more than the header promised
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError, ValueError) as exc:
-            raise BundleError(
-                f"{path}: {info.filename}: cannot be read ({exc}): the bundle is corrupted"
-            ) from None
-        if len(data) != info.file_size:
-            raise BundleError(f"{path}: {info.filename}: size does not match the zip header: corrupted")
-        contents[info.filename] = data
-    return contents
+        raise BundleError(f"{path}: uncompressed size {total} bytes exceeds the limit of {max_size} bytes "
+                          "(security.max_bundle_bytes; a zip bomb?)")
+
+
+def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, entry: FileEntry) -> bytes:
+    return _inflate(path, archive, info, entry.size, entry.sha256)
+
+
+def _inflate(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, sha256: str | None) -> bytes:
+    """Stream one member, hashing as it goes, never reading more than `size` bytes (plus one, to notice)."""
+    digest = hashlib.sha256()
+    pieces: list[bytes] = []
+    read = 0
+    try:
+        with archive.open(info) as member:
+            while read <= size:
+                piece = member.read(min(_PIECE, size + 1 - read))
+                if not piece:
+                    break
+                read += len(piece)
+                digest.update(piece)
+                pieces.append(piece)
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError, ValueError, zlib_error) as exc:
+        raise BundleError(f"{path}: {info.filename}: cannot be read ({exc}): the bundle is corrupted") from None
+    if read != size:
+        raise BundleError(f"{path}: {info.filename}: size does not match ({read} bytes read, {size} expected): "
+                          "corrupted")
+    if sha256 is not None and digest.hexdigest() != sha256:
+        raise BundleError(f"{path}: {info.filename}: checksum mismatch (expected {sha256}, got "
+                          f"{digest.hexdigest()}): the bundle was modified or corrupted")
+    return b"".join(pieces)
 
 
 def _check_signature(
@@ -436,28 +496,8 @@ def _check_signature(
     try:
         signature = json.loads(signature_json.decode("utf-8"))
         signer = verify_signature(manifest_json, signature, trusted_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise BundleSignatureError(f"{path}: {SIGNATURE} is not valid JSON") from None
     except SignatureError as exc:
         raise BundleSignatureError(f"{path}: {exc}") from None
     return f"verified: key {signer}", signer
-
-
-def _check_files(path: Path, manifest: Manifest, contents: Mapping[str, bytes]) -> None:
-    """Every listed member present with its checksum, nothing unlisted, model and golden listed."""
-    unlisted = sorted(set(contents) - set(manifest.files))
-    if unlisted:
-        raise BundleError(f"{path}: members not listed in the manifest: {', '.join(unlisted)}")
-    for name, entry in sorted(manifest.files.items()):
-        if name not in contents:
-            raise BundleError(f"{path}: {name}: listed in the manifest but missing from the bundle")
-        data = contents[name]
-        actual = sha256_hex(data)
-        if actual != entry.sha256 or len(data) != entry.size:
-            raise BundleError(
-                f"{path}: {name}: checksum mismatch (expected {entry.sha256}, got {actual}): "
-                "the bundle was modified or corrupted"
-            )
-    for role, needed in (("model", manifest.model.path), ("golden", manifest.golden.path)):
-        if needed not in manifest.files:
-            raise BundleError(f"{path}: the {role} file {needed!r} is not listed in the manifest's files")

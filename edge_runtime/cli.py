@@ -148,6 +148,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         detection = resolve_board(config.board, hardware_root())
         keys = load_trusted_keys(config.security.trusted_keys) if config.security.trusted_keys else None
+        if config.security.control_keys:  # run refuses to start on a control key it cannot read: so does check
+            load_trusted_keys(config.security.control_keys)
     except (ConfigError, LookupError, *_known_errors()) as exc:
         _problem(str(exc))
         return EXIT_ERROR

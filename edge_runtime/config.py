@@ -67,6 +67,13 @@ class BrokerConfig(Strict):
     def uses_tls(self) -> bool:
         return self.address.tls or self.tls is not None
 
+    def cleartext_password_warning(self) -> str | None:
+        """A warning when a password would travel unencrypted (mqtt:// without TLS)."""
+        if self.uses_tls or not (self.password_env or self.password_file):
+            return None
+        return (f"broker {self.url}: the password is sent in clear text over mqtt://; use mqtts:// (TLS) so it "
+                "cannot be read on the network")
+
     def password(self) -> str | None:
         import os
 
@@ -134,8 +141,25 @@ class PublishConfig(Strict):
 
 
 class SecurityConfig(Strict):
+    """Who may sign the models this device runs (`trusted_keys`) and who may command it (`control_keys`).
+
+    With trusted keys, every bundle must be signed by one of them, wherever it comes from (start, reload, deploy):
+    `require_signature: false` cannot lower that, it only matters without trusted keys (then an unsigned bundle
+    runs, with a warning in the log and the status). Commands and deploy requests are accepted only when signed
+    by a control key (docs/security.md)."""
+
     trusted_keys: list[Path] = Field(default_factory=list, description="public keys (or folders of .pub files)")
     require_signature: bool = False
+    control_keys: list[Path] = Field(default_factory=list, description="public keys (or folders of .pub files) "
+                                     "whose signed commands and deploy requests this device accepts")
+    unsigned_info: bool = Field(False, description="answer an unsigned `info` command (it tells what the status "
+                                "and stats already publish)")
+    control_max_lifetime_s: float = Field(8 * 24 * 3600.0, gt=0, description="longest validity a signed request "
+                                          "may claim")
+    control_clock_skew_s: float = Field(300.0, ge=0, description="how far in the future a request's issue time "
+                                        "may be")
+    max_bundle_bytes: int = Field(512 * 1024 * 1024, gt=0, description="largest total of a bundle's members; a "
+                                  "bundle that declares more is refused before anything is inflated")
 
     @model_validator(mode="after")
     def _keys_for_required_signatures(self) -> SecurityConfig:
@@ -149,6 +173,8 @@ class DeployConfig(Strict):
 
     enabled: bool = Field(True, description="subscribe to <prefix>/<device>/deploy/request")
     max_bundle_bytes: int = Field(256 * 1024 * 1024, gt=0, description="a larger request is refused at once")
+    max_chunk_bytes: int = Field(1024 * 1024, gt=0, le=4 * 1024 * 1024,
+                                 description="a request with larger chunks is refused at once")
     require_signature: bool = Field(
         True, description="a bundle that arrives over the network must carry a signature by one of the trusted "
         "keys, whatever security.require_signature says for local files"
@@ -206,4 +232,5 @@ def load_config(path: str | Path) -> DaemonConfig:
         config.board = str(_rebase(base, Path(config.board)))
     config.spool.path = _rebase(base, config.spool.path)
     config.security.trusted_keys = [_rebase(base, key) for key in config.security.trusted_keys]
+    config.security.control_keys = [_rebase(base, key) for key in config.security.control_keys]
     return config

@@ -20,9 +20,12 @@ from edge_runtime import __version__, systemd
 from edge_runtime.board import Board
 from edge_runtime.config import DaemonConfig, ModelConfig
 from edge_runtime.contract import TOPIC_LEVEL, DeviceTopics, StatsDocument, offline_will, status_document
+from edge_runtime.control.authority import ControlAuthority
 from edge_runtime.control.commands import CommandHandler
 from edge_runtime.control.deploy import DeployReceiver
 from edge_runtime.control.models import RunningModels
+from edge_runtime.control.nonces import NonceCache
+from edge_runtime.control.versions import InstalledVersions
 from edge_runtime.error_reporter import ErrorReporter
 from edge_runtime.hardware.detect import resolve_board
 from edge_runtime.metrics import DeviceStats
@@ -46,11 +49,20 @@ class Daemon:
         self.topics = DeviceTopics(config.topic_prefix, config.device_id)
         self.detection = resolve_board(config.board)  # the config's board, or the one this machine is
         self.board: Board = self.detection.board
-        self.trusted_keys = load_trusted_keys(config.security.trusted_keys) if config.security.trusted_keys else None
+        security = config.security
+        self.trusted_keys = load_trusted_keys(security.trusted_keys) if security.trusted_keys else None
+        self.control_keys = load_trusted_keys(security.control_keys) if security.control_keys else []
+        self.state_dir = Path(config.spool.path).parent
         self.device = DeviceStats(self.board.thermal_zone, self.board.throttled_file,
                                   memory_budget_mb=self.board.memory_budget_mb)
-        self.models = RunningModels(self._load_bundle, config.security.require_signature,
-                                    on_change=self._publish_online)
+        # with trusted keys, every bundle must be signed whatever require_signature says (docs/security.md)
+        self.require_signature = security.require_signature or bool(self.trusted_keys)
+        self.models = RunningModels(self._load_bundle, self.require_signature, on_change=self._publish_online,
+                                    versions=InstalledVersions(self.state_dir / "installed.json"))
+        self.authority = ControlAuthority(
+            self.control_keys, self.topics, config.group, NonceCache(self.state_dir / "control-nonces.json"),
+            max_lifetime_s=security.control_max_lifetime_s, clock_skew_s=security.control_clock_skew_s)
+        self.security_warnings = self._security_warnings()
         self.sources: dict[str, Source] = {}
         self.started = time.time()
         self._stop = threading.Event()
@@ -80,7 +92,36 @@ class Daemon:
             board=self.board,
             trusted_keys=self.trusted_keys,
             require_signature=require_signature,
+            max_bundle_bytes=self.config.security.max_bundle_bytes,
         )
+
+    def _security_warnings(self) -> list[str]:
+        """What makes this device easier to subvert than it should be: logged loudly at start, and in the status
+        document so the fleet sees it too."""
+        config = self.config
+        warnings = []
+        if not self.require_signature:
+            warnings.append("UNSIGNED BUNDLES ACCEPTED: no security.trusted_keys, so any bundle file runs; configure "
+                            "trusted_keys (docs/security.md)")
+        elif config.security.trusted_keys and not config.security.require_signature:
+            log.info("security.require_signature: false is overridden: with trusted keys every bundle must be signed")
+        if not self.control_keys:
+            log.warning("no security.control_keys: commands (except an allowed unsigned info) and deployments are "
+                        "refused")
+        if config.deploy.enabled and not config.deploy.require_signature and not self.trusted_keys:
+            warnings.append("deployments of unsigned bundles accepted (deploy.require_signature: false)")
+        cleartext = config.broker.cleartext_password_warning()
+        if cleartext:
+            warnings.append(cleartext)
+        for warning in warnings:
+            log.warning("SECURITY WARNING: %s", warning)
+        return warnings
+
+    def security_summary(self) -> dict:
+        """The `security` block of the status document."""
+        return {"bundle_signatures": "required" if self.require_signature else "not required",
+                "control": "signed" if self.control_keys else "disabled",
+                "unsigned_info": self.config.security.unsigned_info, "warnings": self.security_warnings}
 
     # -- publishing ---------------------------------------------------------------------------------------------
     def _publish_predictions(self, model: str, payloads: list[bytes]) -> None:
@@ -99,7 +140,7 @@ class Daemon:
         document = status_document(state, device_id=config.device_id, group=config.group, version=__version__,
                                    host=socket.gethostname(), board=self.board.name, started=self.started,
                                    models=self.models.describe(), board_detection=self.detection.as_dict(),
-                                   device=self.device.board_health())
+                                   device=self.device.board_health(), security=self.security_summary())
         return json.dumps(document).encode()
 
     def stats(self, advance: bool = True) -> StatsDocument:
@@ -123,6 +164,7 @@ class Daemon:
             "device": self.device.snapshot(advance=advance),
             "mqtt": link.stats() if link else {},
             "errors_suppressed": errors.suppressed if errors else 0,
+            "control": {**self.authority.stats(), **(self.deployer.stats() if self.deployer else {})},
         }
 
     def _publish_online(self) -> None:
@@ -156,13 +198,14 @@ class Daemon:
                 model.close()
                 raise
         self.commands = CommandHandler(self.models, self.link.publish, self.topics, board=self.board.name,
-                                       stats=self.stats)
+                                       stats=self.stats, authority=self.authority,
+                                       unsigned_info=config.security.unsigned_info)
         # a retained command would run again after every reconnect: only live commands count
         self.link.subscribe(self.topics.commands, 1, self.commands.handle, retained=False)
         if config.deploy.enabled:  # subscribes before the link starts: the retained request comes with the connect
             self.deployer = DeployReceiver(self.models, self.link.publish, self.link, self.topics, config.deploy,
                                            folder=Path(config.spool.path).parent / "deploy",
-                                           can_verify=bool(self.trusted_keys))
+                                           can_verify=bool(self.trusted_keys), authority=self.authority)
             self.deployer.start()
         self._link_started = True
         self.link.start()

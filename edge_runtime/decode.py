@@ -74,6 +74,14 @@ def _rows(message: dict, channels: int) -> list[list[Any]]:
     return rows
 
 
+def _finite_float(value: float) -> bool:
+    """Finite as a float64: an integer of 309 digits is a valid JSON number that float() cannot hold."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _check_finite(values: np.ndarray, rows: list[list[Any]] | None = None) -> None:
     """Reject NaN/inf (or JSON null): one bad value would poison a whole window of predictions."""
     finite = np.isfinite(values)
@@ -103,12 +111,15 @@ def decode_json(
         message = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as error:
         raise InputRejected("malformed_json", f"not valid JSON: {error}") from None
+    except RecursionError:  # `[[[[...` thousands deep: the parser's stack, not a sensor message
+        raise InputRejected("malformed_json", "not valid JSON: nested too deeply") from None
     if not isinstance(message, dict):
         raise InputRejected("bad_schema", f"the message must be a JSON object, got {type(message).__name__}")
     if "ts" in message:
         ts = message["ts"]
-        if not _number(ts) or not math.isfinite(ts):
-            raise InputRejected("bad_schema", f'"ts" must be a number of seconds, got {ts!r}')
+        if not _number(ts) or not _finite_float(ts):
+            shown = repr(ts) if not isinstance(ts, int) else f"an integer of {len(str(abs(ts)))} digits"
+            raise InputRejected("bad_schema", f'"ts" must be a finite number of seconds, got {shown[:80]}')
     else:
         ts = now()
     rows = _rows(message, channels)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from edge_runtime.backends.base import BackendChoice, BackendUnavailable, LoadedBackend
 from edge_runtime.backends.select import choose_backend
 from edge_runtime.board import Board
-from edge_runtime.bundle import Bundle, BundleError, GoldenSpec, TensorSpec, read_bundle
+from edge_runtime.bundle import DEFAULT_MAX_SIZE, Bundle, BundleError, GoldenSpec, TensorSpec, read_bundle
 from edge_runtime.card import AudioInput, ImageInput, ModelCard, TimeSeriesInput
 from edge_runtime.config import BackendConfig
 from edge_runtime.detection import DetectionDecoder
@@ -223,6 +223,7 @@ def load_bundle_model(
     trusted_keys: list[Ed25519PublicKey] | None,
     require_signature: bool,
     warmup_runs: int = 3,
+    max_bundle_bytes: int = DEFAULT_MAX_SIZE,
 ) -> LoadedModel:
     """Read, verify, load and golden-check a bundle; ModelLoadError (a BundleError) if any step fails.
 
@@ -232,7 +233,8 @@ def load_bundle_model(
     lazily built engine (TensorRT, a delegate's compile) is paid for here and the golden check sees the backend
     as it will run. On failure the backend is closed: nothing half-loaded.
     """
-    bundle = read_bundle(path, trusted_keys=trusted_keys, require_signature=require_signature)
+    bundle = read_bundle(path, trusted_keys=trusted_keys, require_signature=require_signature,
+                         max_size=max_bundle_bytes)
     manifest = bundle.manifest
     card = _card(bundle)
     _warn_other_target(bundle, board)

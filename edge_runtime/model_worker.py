@@ -75,6 +75,7 @@ class ModelWorker:
         self._publish_drift = publish_drift
         self._reserve_seqs = reserve_seqs
         self._errors = errors
+        self._logged: set = set()  # failure reasons already logged with a traceback
         self._lock = threading.Lock()  # guards the window, the model swap and the retired models
         queue_lock = threading.Lock()
         self._ready = threading.Condition(queue_lock)  # the worker waits for windows
@@ -230,8 +231,10 @@ class ModelWorker:
         """Publish an error; reporting must never raise into a source's or the worker's thread."""
         try:
             self._errors.report(reason, detail, model=self.name)
-        except Exception:
-            log.exception("model %s: could not report %s (%s)", self.name, reason, detail)
+        except Exception as exc:  # e.g. the spool's disk is full: one traceback, then one line each
+            first = ("report", reason) not in self._logged
+            self._logged.add(("report", reason))
+            log.error("model %s: could not report %s (%s): %s", self.name, reason, detail, exc, exc_info=first)
 
     @property
     def idle(self) -> bool:
@@ -325,7 +328,16 @@ class ModelWorker:
             if decoder is not None:
                 results = detections(decoder, outputs, transforms)
             else:
-                results = predictions(outputs[model.output_name], card)
+                output = np.asarray(outputs[model.output_name])
+                finite = np.isfinite(output.reshape(len(output), -1)).all(axis=1) if output.dtype.kind == "f" else None
+                if finite is not None and not finite.all():  # NaN/inf rows: counted, never published as a prediction
+                    self._failed("non_finite_output", ValueError(f"the model returned NaN or inf for "
+                                                                 f"{int((~finite).sum())} window(s)"),
+                                 int((~finite).sum()))
+                    batch, output = [item for item, ok in zip(batch, finite, strict=True) if ok], output[finite]
+                    if not batch:
+                        return
+                results = predictions(output, card)
         except Exception as exc:
             self._failed("inference_failed", exc, len(batch))
             return
@@ -351,8 +363,10 @@ class ModelWorker:
                 self._failed("drift_failed", exc, 0)
 
     def _failed(self, reason: str, exc: Exception, windows: int) -> None:
+        first = reason not in self._logged  # a traceback the first time; a failure that repeats is one line each
+        self._logged.add(reason)
         log.error("model %s: %s for %d window(s): %s: %s", self.name, reason.replace("_", " "), windows,
-                  type(exc).__name__, exc, exc_info=exc)
+                  type(exc).__name__, exc, exc_info=exc if first else None)
         self.stats.count_invalid(reason)
         self._report(reason, f"{type(exc).__name__}: {exc}")
 

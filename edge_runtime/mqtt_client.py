@@ -70,6 +70,44 @@ def create_client(settings: ClientSettings, client_class: type[ClientT] = mqtt.C
     return client
 
 
+def diagnose_tls(settings: ClientSettings, timeout_s: float = 5.0) -> str | None:
+    """Why a TLS connection to the broker fails, in one line (None if the handshake works or TLS is not used).
+
+    paho reports a failed connect without its cause; a certificate problem (an unknown CA, an expired or wrong
+    client certificate, a hostname mismatch) is the operator's to fix, so it is worth one handshake of our own to
+    say which. The server checks a client certificate after a TLS 1.3 handshake, so a short read follows it.
+    """
+    import ssl
+
+    if not settings.uses_tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=_text(settings.ca_file))
+        if settings.tls_insecure:
+            context.check_hostname = False
+        if settings.cert_file:
+            context.load_cert_chain(_text(settings.cert_file), _text(settings.key_file))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return f"the TLS files cannot be used: {exc}"
+    address = settings.address
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout_s) as raw, \
+                context.wrap_socket(raw, server_hostname=address.host) as tls:
+            tls.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                tls.recv(1)
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: the broker's certificate is not trusted: {exc.verify_message} (check tls.ca_file)"
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        hint = (" (the broker refused this device's certificate: check tls.cert_file/key_file and the CA that "
+                "signed them)" if "ALERT" in reason.upper() or "CERTIFICATE" in reason.upper() else "")
+        return f"TLS handshake failed: {reason}{hint}"
+    except OSError:
+        return None  # not a TLS problem: the broker is down or unreachable
+    return None
+
+
 def no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     """Send small MQTT packets at once: with Nagle's algorithm a message can wait for the broker's delayed ACK
     (tens of milliseconds) on an otherwise idle connection."""

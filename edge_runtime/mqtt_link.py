@@ -29,7 +29,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_runtime.config import BrokerConfig
-from edge_runtime.mqtt_client import ClientSettings, create_client
+from edge_runtime.mqtt_client import ClientSettings, create_client, diagnose_tls
 from edge_runtime.spool import Spool
 
 log = logging.getLogger("edge_runtime.mqtt")
@@ -246,6 +246,7 @@ class MqttLink:
             "connected": self._connected,
             "spool_depth": self.spool.depth(),
             "spool_dropped": self.spool.dropped(),
+            "spool_corrupt": self.spool.corrupt,
             "published": self._published,
             "reconnects": self._reconnects,
             "last_error": self._last_error,
@@ -280,9 +281,15 @@ class MqttLink:
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._last_error = f"cannot connect to {self.broker.host}:{self.broker.port}"
-        if not self._failing:  # once per outage, not at every retry
-            log.warning("MQTT %s, retrying with backoff up to %.0f s", self._last_error, self.broker.reconnect_max_s)
-        self._failing = True
+        failing, self._failing = self._failing, True
+        if not failing:  # once per outage, not at every retry
+            cause = diagnose_tls(client_settings(self.broker, self.client_id)) if self.broker.uses_tls else None
+            if cause:
+                self._last_error += f": {cause}"
+                log.error("MQTT %s; retrying with backoff up to %.0f s", self._last_error, self.broker.reconnect_max_s)
+            else:
+                log.warning("MQTT %s, retrying with backoff up to %.0f s", self._last_error,
+                            self.broker.reconnect_max_s)
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was_connected, self._connected = self._connected, False
@@ -293,6 +300,8 @@ class MqttLink:
             self._last_error = f"connection lost: {reason}"
             log.warning("MQTT connection to %s:%d lost (%s); spooling, %d waiting", self.broker.host,
                         self.broker.port, reason, self.spool.depth())
+        else:  # closed before the broker accepted us (after TLS 1.3, a refused client certificate ends here)
+            self._handle_connect_fail(client, userdata)
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._wake.set()

@@ -65,10 +65,38 @@ def _substitute_env(value: Any, path: str, missing: list[str]) -> Any:
     return value
 
 
+#: deeper nesting is refused: no config, card or board nests more than a few levels, and building the nodes of a
+#: 20,000-deep file took PyYAML 17 s here before it hit the recursion limit
+MAX_DEPTH = 64
+
+
+def _refuse_aliases(path: str | os.PathLike[str], text: str) -> None:
+    """YAML aliases (`*name`) are refused: a few hundred bytes of nested aliases expand into millions of nodes (the
+    "billion laughs"), and no config, card or board needs them. So is nesting deeper than MAX_DEPTH. Checked on the
+    event stream (PyYAML's parser is not recursive), before any node is built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1
+                raise ConfigError(path, [f"[{path}:{line}] nested more than {MAX_DEPTH} levels deep"])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1
+            raise ConfigError(path, [f"[{path}:{line}] YAML aliases (*{event.anchor}) are not allowed: write the "
+                                     "value out"])
+
+
 def read_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple, int]]:
     """Parse a YAML file into plain data plus a map from key path to line number."""
-    text = Path(path).read_text(encoding="utf-8")
     try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"[{path}] not a UTF-8 text file ({exc.reason} at byte {exc.start})"]) from None
+    try:
+        _refuse_aliases(path, text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -76,9 +104,14 @@ def read_yaml(path: str | os.PathLike[str]) -> tuple[Any, dict[tuple, int]]:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(path, [f"[{where}] not valid YAML: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError(path, [f"[{path}] not valid YAML: nested too deeply"]) from None
     lines: dict[tuple, int] = {}
     if node is not None:
-        _line_map(node, (), lines)
+        try:
+            _line_map(node, (), lines)
+        except RecursionError:
+            raise ConfigError(path, [f"[{path}] not valid YAML: nested too deeply"]) from None
     return data, lines
 
 

@@ -10,6 +10,15 @@ wire format: a change here must keep the same topics and keys, or bump the docum
 
 from edge_runtime.contract.broker import BrokerAddress, BrokerUrlError, parse_broker_url
 from edge_runtime.contract.catalog import MESSAGES, Message
+from edge_runtime.contract.control import (
+    CONTROL_SCHEMA,
+    ControlClaims,
+    EnvelopeError,
+    new_claims,
+    parse_claims,
+    seal,
+    unseal,
+)
 from edge_runtime.contract.documents import (
     COMMANDS,
     DEPLOY_FINAL,
@@ -37,7 +46,8 @@ from edge_runtime.contract.documents import (
 from edge_runtime.contract.topics import FLEET_KINDS, TOPIC_LEVEL, DeviceTopics, FleetTopics, kind_of
 
 __all__ = [
-    "COMMANDS", "DEPLOY_FINAL", "DEPLOY_STATES", "DEVICE_STATES", "FLEET_KINDS", "MESSAGES", "STATUS_SCHEMA",
+    "COMMANDS", "CONTROL_SCHEMA", "ControlClaims", "EnvelopeError", "new_claims", "parse_claims", "seal", "unseal",
+    "DEPLOY_FINAL", "DEPLOY_STATES", "DEVICE_STATES", "FLEET_KINDS", "MESSAGES", "STATUS_SCHEMA",
     "TOPIC_LEVEL", "BrokerAddress", "BrokerUrlError", "CommandRequest", "CommandResult", "DeployRequest",
     "DeployStatusDocument", "DeviceTopics", "DriftDocument", "ErrorDocument", "FleetTopics", "Message",
     "ModelDescription", "PredictionDocument", "StatsDocument", "StatusDocument", "command_result", "deploy_refused",

@@ -26,9 +26,11 @@ STATS_SCHEMA = 1
 PREDICTION_SCHEMA = 1
 DRIFT_SCHEMA = 1
 ERROR_SCHEMA = 1
-COMMAND_REQUEST_SCHEMA = 1
+#: 2: a request is a signed envelope (contract/control.py) whose claims carry the arguments; 1 was plain JSON
+COMMAND_REQUEST_SCHEMA = 2
 COMMAND_RESULT_SCHEMA = 1
-DEPLOY_REQUEST_SCHEMA = 1
+#: 2: the request is the `body` of a signed envelope (contract/control.py); 1 was the plain document
+DEPLOY_REQUEST_SCHEMA = 2
 DEPLOY_STATUS_SCHEMA = 1
 BUNDLE_CHUNK_SCHEMA = 1  # raw bytes of the bundle file; the version covers the chunking rules
 
@@ -72,6 +74,7 @@ class StatusDocument(TypedDict, total=False):
     device: dict[str, Any]  # temperature_c, throttling (None where the board exposes none)
     started: float
     models: list[ModelDescription]
+    security: dict[str, Any]  # bundle_signatures, control, unsigned_info, warnings (a device running unsigned says so)
 
 
 def status_document(state: DeviceState, *, device_id: str, group: str | None, version: str, board: str,
@@ -119,6 +122,7 @@ class StatsDocument(TypedDict, total=False):
     device: dict[str, Any]  # cpu_percent, load_1m, temperature_c, throttling, rss_mb, memory_budget_mb
     mqtt: dict[str, Any]
     errors_suppressed: int
+    control: dict[str, Any]  # accepted, refused {reason: count}, dropped_requests, dropped_chunks
 
 
 # -- predictions: <prefix>/<device>/predictions/<model> (built by the model worker) --------------------------------
@@ -174,14 +178,17 @@ def error_document(device_id: str, reason: str, detail: str, *, model: str | Non
 
 # -- commands: <prefix>/<device>/cmd/<name> -> .../cmd/<name>/result ----------------------------------------------
 class CommandRequest(TypedDict, total=False):
+    """The `body` of a command's signed envelope (contract/control.py)."""
+
     request_id: Any  # echoed in the result
     model: str  # reload: which model (default: the only one)
-    bundle: str  # reload: a bundle path on the device (default: the configured one)
+    allow_downgrade: bool  # reload: accept a configured bundle older than what the slot ran
 
 
 class CommandResult(TypedDict, total=False):
     ok: bool
     error: str
+    refused: str  # a request that was not accepted: the reason (contract/control.py), e.g. unsigned, replay
     request_id: Any
 
 
@@ -202,23 +209,29 @@ def command_result(request: dict[str, Any], result: dict[str, Any]) -> dict[str,
 
 # -- deployments: <prefix>/<device>/deploy/request -> .../deploy/status -------------------------------------------
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: the largest chunk any device accepts (a device's `deploy.max_chunk_bytes` may be lower)
+MAX_CHUNK_SIZE = 4 * 1024 * 1024
 
 
 class DeployRequest(BaseModel):
-    """`<prefix>/<device>/deploy/request`; unknown keys are ignored so a newer fleet tool can add some."""
+    """The `body` of the signed envelope on `<prefix>/<device>/deploy/request`; unknown keys are ignored so a
+    newer fleet tool can add some. `version` and `created` are the bundle manifest's, so a device refuses a
+    rollback before it downloads anything (and again from the manifest itself)."""
 
     model_config = ConfigDict(extra="ignore")
 
     deployment_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
     bundle_sha256: str = Field(pattern=SHA256.pattern)
     size: int = Field(gt=0)
-    chunk_size: int = Field(gt=0)
+    chunk_size: int = Field(gt=0, le=MAX_CHUNK_SIZE)
     chunks: int = Field(gt=0)
     chunk_sha256: list[str]
-    chunk_topic: str = Field(min_length=1)
+    chunk_topic: str = Field(min_length=1, max_length=512)
     model: str | None = None
     name: str | None = None
-    version: str | None = None
+    version: str | None = Field(None, max_length=128)
+    created: str | None = Field(None, max_length=64)
+    allow_downgrade: bool = False
     ts: float | None = None
 
     @model_validator(mode="after")

@@ -1,9 +1,19 @@
 """Commands over MQTT: `edge/<device>/cmd/<name>` -> `edge/<device>/cmd/<name>/result`.
 
-    info                      the device, its models and their backends
-    reload {"model", "bundle"} load a bundle (default: the configured path), verify its signature against the
-                              trusted keys, reproduce its golden output, then swap it in between two batches.
-                              Any failure keeps the running model and says why.
+    info                              the device, its models and their backends
+    reload {"model", "allow_downgrade"} load the *configured* bundle path again, verify its signature against
+                              the trusted keys, refuse it if it is older than what the slot ran (unless
+                              `allow_downgrade`), reproduce its golden output, then swap it in between two
+                              batches. Any failure keeps the running model and says why. No other path: a file
+                              an attacker managed to leave on the device is never loaded by name.
+
+Every command is a signed envelope (`edge_runtime.contract.control`, made by `edge-fleet command`), checked by the
+`ControlAuthority` before anything else: signed by a control key, for this device or its group, not expired, not a
+replay. A refused command is counted (stats `control.refused`), and answered `{"ok": false, "refused": reason}`
+at a bounded rate (`TokenBucket`): an unauthenticated sender must not be able to fill the spool with answers.
+`security.unsigned_info: true` lets an unsigned `info` through: it answers with what the device already
+publishes to every subscriber of its status and stats topics, so it reveals nothing new, but it does make the
+device publish, hence off by default.
 
 Commands run one at a time on one command thread, fed by a bounded queue: a reload that takes seconds must not
 stall the MQTT network loop, and a flood of commands must not make a thread each. When `QUEUE_SIZE` commands are
@@ -22,10 +32,11 @@ import json
 import logging
 import queue
 import threading
-from pathlib import Path
 
 from edge_runtime import __version__
-from edge_runtime.contract import COMMANDS, DeviceTopics, command_result, parse_command_request
+from edge_runtime.contract import COMMANDS, DeviceTopics, command_result
+from edge_runtime.control.authority import ControlAuthority, ControlRefused
+from edge_runtime.control.ratelimit import TokenBucket
 from edge_runtime.control.seams import ModelService, Publish, StatsProvider
 
 log = logging.getLogger("edge_runtime.commands")
@@ -40,8 +51,12 @@ class CommandHandler:
     """Runs the commands of one device; `handle` is its MQTT handler. See the module docstring."""
 
     def __init__(self, models: ModelService, publish: Publish, topics: DeviceTopics, *, board: str,
-                 stats: StatsProvider, queue_size: int = QUEUE_SIZE):
+                 stats: StatsProvider, authority: ControlAuthority, unsigned_info: bool = False,
+                 queue_size: int = QUEUE_SIZE):
         self.models = models
+        self.authority = authority
+        self.unsigned_info = unsigned_info
+        self.refusals = TokenBucket()
         self._publish = publish
         self.topics = topics
         self.board = board
@@ -57,9 +72,10 @@ class CommandHandler:
         try:
             self._queue.put_nowait((name, payload))
         except queue.Full:
-            log.warning("command %s refused: %d commands are already waiting", name, self._queue.maxsize)
-            self._reply(name, _request_id_only(payload),
-                        {"ok": False, "error": f"busy: {self._queue.maxsize} commands are already waiting"})
+            if self.refusals.take():
+                log.warning("command %s refused: %d commands are already waiting", name, self._queue.maxsize)
+                self._reply(name, {}, {"ok": False, "error": f"busy: {self._queue.maxsize} commands are already "
+                                                             "waiting"})
 
     def stop(self, timeout: float = 5.0) -> None:
         """End the command thread after the command it is running (the waiting ones are dropped)."""
@@ -87,9 +103,11 @@ class CommandHandler:
 
     def _run(self, name: str, payload: bytes) -> None:
         try:
-            request = parse_command_request(payload)
-        except ValueError as exc:
-            self._reply(name, {}, {"ok": False, "error": f"bad request: {exc}"})
+            request = self._authorize(name, payload)
+        except ControlRefused as refused:
+            if self.refusals.take():
+                log.warning("command %s refused (%s): %s", name, refused.reason, refused)
+                self._reply(name, {}, {"ok": False, "refused": refused.reason, "error": str(refused)})
             return
         handler = getattr(self, f"cmd_{name}", None)
         if handler is None:
@@ -102,6 +120,15 @@ class CommandHandler:
             log.warning("command %s failed: %s", name, exc)
             result = {"ok": False, "error": str(exc)}
         self._reply(name, request, result)
+
+    def _authorize(self, name: str, payload: bytes) -> dict:
+        """The command's arguments from its verified envelope (ControlRefused otherwise)."""
+        try:
+            return dict(self.authority.check(f"cmd/{name}", payload).body)
+        except ControlRefused as refused:
+            if name == "info" and self.unsigned_info and refused.reason == "unsigned":
+                return {}  # allowed by the config (see the module docstring); still counted as unsigned
+            raise
 
     def _reply(self, name: str, request: dict, result: dict) -> None:
         payload = json.dumps(command_result(request, result)).encode()
@@ -119,16 +146,10 @@ class CommandHandler:
 
     def cmd_reload(self, request: dict) -> dict:
         name = self.models.resolve(request.get("model"))
-        bundle = Path(request["bundle"]) if request.get("bundle") else self.models.configured_bundle(name)
-        model = self.models.install(name, bundle)
+        bundle = self.models.configured_bundle(name)
+        if request.get("bundle") not in (None, str(bundle)):
+            return {"ok": False, "error": f"reload loads only the configured bundle ({bundle}); send another "
+                                          "bundle with edge-fleet deploy"}
+        model = self.models.install(name, bundle, allow_downgrade=request.get("allow_downgrade") is True)
         log.info("reloaded %s from %s", name, bundle)
         return {"ok": True, "model": name, **model.describe()}
-
-
-def _request_id_only(payload: bytes) -> dict:
-    """The request's `request_id` (if it has one), for answering a command that will not run."""
-    try:
-        request = json.loads(payload)
-    except ValueError:
-        return {}
-    return {"request_id": request["request_id"]} if isinstance(request, dict) and "request_id" in request else {}

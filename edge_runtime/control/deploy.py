@@ -20,10 +20,23 @@ hashing, the file writes and the (seconds long) verification and load, so the ne
 The receiver gets the model owner (it installs through `RunningModels.install`, like `reload`), a publish
 function, a subscriber, the device's topics and its deploy config (the protocols of `control.seams`), not the
 daemon. Topics and documents (`DeployRequest`, the deploy status) come from the contract.
+
+Who may deploy: a request is a signed envelope (`edge_runtime.contract.control`) checked by the
+`ControlAuthority`: signed by a control key, for this device (or its group), not expired; its nonce is used up when
+the transfer starts (the same retained request seen again after a reconnect goes on with its transfer, a replay of
+a finished one only repeats the outcome). An empty retained request (the fleet clearing what was answered) changes
+nothing; withdrawing a rollout is a signed request too (`{"withdraw": "<deployment_id>"}`). Everything that can be
+decided from the signed request is decided before a single chunk is fetched: the model, the size and chunk size
+limits, whether this device can check a bundle's signature, and whether the version would be a rollback.
+
+Bounded: one queue of `QUEUE_SIZE` items between paho's thread and the deploy thread. A request that does not fit
+is dropped and counted; a chunk that does not fit is fetched again (its subscription is renewed, and the broker
+sends the retained chunk once more), so a flood on the deploy topics costs a device neither memory nor a transfer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -40,18 +53,24 @@ from pydantic import ValidationError
 from edge_runtime import atomic
 from edge_runtime.config import DeployConfig
 from edge_runtime.contract import DeployRequest, DeviceTopics, FleetTopics, deploy_refused, deploy_status
+from edge_runtime.control.authority import Authorized, ControlAuthority, ControlRefused
+from edge_runtime.control.ratelimit import TokenBucket
 from edge_runtime.control.seams import ModelService, Publish, Subscriber
 
 log = logging.getLogger("edge_runtime.deploy")
 
 #: chunk topics subscribed at once: bounds the memory a transfer takes and what a reconnect sends again
 WINDOW = 16
+#: messages waiting for the deploy thread (requests and chunks)
+QUEUE_SIZE = 2 * WINDOW + 16
 #: `receiving` progress messages at most this often (the first and the last are always sent)
 PROGRESS_INTERVAL_S = 0.5
 #: finished deployment ids remembered (a retained request is seen again after every reconnect)
 FINISHED_KEEP = 200
 FINISHED_FILE = "finished.json"
 _CHUNK_FILE = re.compile(r"^(\d+)\.chunk$")
+#: in a transfer folder: which signed request started it (a restarted device resumes that request, not a replay)
+_STARTED = "started.json"
 
 
 class DeployFailed(Exception):
@@ -90,7 +109,7 @@ class DeployReceiver:
     """
 
     def __init__(self, models: ModelService, publish: Publish, subscriber: Subscriber, topics: DeviceTopics,
-                 config: DeployConfig, folder: Path, can_verify: bool):
+                 config: DeployConfig, folder: Path, can_verify: bool, authority: ControlAuthority):
         self.models = models
         self._publish_raw = publish
         self.subscriber = subscriber
@@ -98,7 +117,13 @@ class DeployReceiver:
         self.config = config
         self.can_verify = can_verify
         self.folder = folder
-        self._queue: queue.Queue = queue.Queue()
+        self.authority = authority
+        self.refusals = TokenBucket()
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self._renew: set[str] = set()  # chunk topics whose message did not fit the queue: subscribe again
+        self._renew_lock = threading.Lock()
+        self.dropped_requests = 0
+        self.dropped_chunks = 0
         self._stopping = False
         self._active: _Transfer | None = None
         self._finished: dict[str, dict] = {}
@@ -115,16 +140,34 @@ class DeployReceiver:
     def stop(self, timeout: float = 1.0) -> None:
         """End the deploy thread after what it is doing; chunks on disk stay for the next start."""
         self._stopping = True
-        self._queue.put(None)
+        while True:  # make room for the stop marker
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(max(timeout, 0.0))
 
     # -- paho's thread: queue, never wait ------------------------------------------------------------------------
     def _on_request(self, topic: str, payload: bytes) -> None:
-        self._queue.put(("request", topic, bytes(payload)))
+        try:
+            self._queue.put_nowait(("request", topic, bytes(payload)))
+        except queue.Full:
+            self.dropped_requests += 1
 
     def _on_chunk(self, topic: str, payload: bytes) -> None:
-        self._queue.put(("chunk", topic, bytes(payload)))
+        try:
+            self._queue.put_nowait(("chunk", topic, bytes(payload)))
+        except queue.Full:
+            self.dropped_chunks += 1
+            with self._renew_lock:
+                self._renew.add(topic)
+
+    def stats(self) -> dict:
+        """For the stats document."""
+        return {"dropped_requests": self.dropped_requests, "dropped_chunks": self.dropped_chunks}
 
     # -- the deploy thread ----------------------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -138,29 +181,40 @@ class DeployReceiver:
                     self._request(payload)
                 else:
                     self._chunk(topic, payload)
+                self._renew_subscriptions()
             except Exception as exc:  # the deploy thread must outlive any deployment
                 log.exception("deployment step failed")
                 if self._active is not None:
                     self._fail(self._active.request, self._active.model, f"internal error: {exc}")
 
+    def _renew_subscriptions(self) -> None:
+        """Chunks dropped on a full queue: subscribing again makes the broker send the retained chunk again."""
+        with self._renew_lock:
+            topics, self._renew = self._renew, set()
+        transfer = self._active
+        for topic in topics:
+            if transfer is not None and transfer.request.chunk_topic + "/" in topic:
+                self.subscriber.unsubscribe(topic, self._on_chunk)
+                self.subscriber.subscribe(topic, 1, self._on_chunk, retained=True)
+
     def _request(self, payload: bytes) -> None:
-        if not payload.strip():  # the fleet cleared the retained request: a rollout withdrawn (or finished)
-            if self._active is not None:
-                log.info("deployment %s withdrawn by the fleet", self._active.request.deployment_id)
-                self._abandon(remove=True)
+        if not payload.strip():  # the fleet cleared a request that was answered: nothing to do
             return
         try:
-            document = json.loads(payload)
-        except ValueError as exc:
-            self._publish(deploy_refused(None, self.topics.device_id, f"bad request: not JSON ({exc})"))
+            authorized = self.authority.verify("deploy/request", payload)
+        except ControlRefused as refused:
+            self._refused(None, f"refused ({refused.reason}): {refused}")
+            return
+        body = authorized.body
+        if "withdraw" in body:
+            self._withdraw(authorized)
             return
         try:
-            request = DeployRequest.model_validate(document)
+            request = DeployRequest.model_validate(body)
         except ValidationError as exc:
-            deployment_id = document.get("deployment_id") if isinstance(document, dict) else None
+            deployment_id = body.get("deployment_id")
             reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
-            self._publish(deploy_refused(deployment_id if isinstance(deployment_id, str) else None,
-                                         self.topics.device_id, f"bad request: {reason}"))
+            self._refused(deployment_id if isinstance(deployment_id, str) else None, f"bad request: {reason}")
             return
         active = self._active
         if active is not None and active.request.deployment_id == request.deployment_id:
@@ -169,28 +223,81 @@ class DeployReceiver:
             log.debug("deployment %s already finished: ignored", request.deployment_id)
             self._publish(self._finished[request.deployment_id])  # a fleet tool that restarted learns the end
             return
+        try:
+            self.authority.consume(authorized)
+        except ControlRefused as refused:
+            if not (refused.reason == "replay" and self._resumable(request, authorized)):
+                self._refused(request.deployment_id, f"refused ({refused.reason}): {refused}")
+                return
         if active is not None:
             log.info("deployment %s replaced by %s", active.request.deployment_id, request.deployment_id)
             self._abandon(remove=False)
         try:
             model = self.models.resolve(request.model)
-            limit = self.config.max_bundle_bytes
-            if request.size > limit:
-                raise DeployFailed(f"bundle of {request.size} bytes exceeds deploy.max_bundle_bytes ({limit})")
-        except (ValueError, DeployFailed) as exc:
+            self._admissible(request, model)
+        except Exception as exc:  # no such model, a limit, no keys to verify with, a rollback (RollbackRefused)
             self._fail(request, request.model, str(exc))
             return
-        self._begin(request, model)
+        self._begin(request, model, authorized.claims.nonce)
 
-    def _begin(self, request: DeployRequest, model: str) -> None:
+    def _resumable(self, request: DeployRequest, authorized: Authorized) -> bool:
+        """The same signed request whose transfer this device started before a restart: resume it (its nonce was
+        used up when it started, and the transfer folder remembers which request that was)."""
+        try:
+            started = json.loads((self.folder / request.bundle_sha256 / _STARTED).read_text())
+        except (OSError, ValueError):
+            return False
+        return started == {"deployment_id": request.deployment_id, "nonce": authorized.claims.nonce}
+
+    def _admissible(self, request: DeployRequest, model: str) -> None:
+        """Everything the signed request lets the device decide before it downloads anything."""
+        limit = self.config.max_bundle_bytes
+        if request.size > limit:
+            raise DeployFailed(f"bundle of {request.size} bytes exceeds deploy.max_bundle_bytes ({limit})")
+        if request.chunk_size > self.config.max_chunk_bytes:
+            raise DeployFailed(f"chunks of {request.chunk_size} bytes exceed deploy.max_chunk_bytes "
+                               f"({self.config.max_chunk_bytes})")
+        self._signature_policy()
+        self.models.check_version(model, request.version, request.created, request.allow_downgrade)
+
+    def _withdraw(self, authorized: Authorized) -> None:
+        """A signed withdrawal: abandon that transfer, and never start it again."""
+        deployment_id = str(authorized.body.get("withdraw"))
+        active = self._active
+        if deployment_id in self._finished:
+            return
+        try:
+            self.authority.consume(authorized)
+        except ControlRefused as refused:
+            self._refused(deployment_id, f"refused ({refused.reason}): {refused}")
+            return
+        if active is not None and active.request.deployment_id == deployment_id:
+            log.info("deployment %s withdrawn by the fleet", deployment_id)
+            self._fail(active.request, active.model, "withdrawn by the fleet", active)
+        else:
+            self._finished[deployment_id] = deploy_refused(deployment_id, self.topics.device_id,
+                                                           "withdrawn by the fleet")
+            self._save_finished()
+
+    def _refused(self, deployment_id: str | None, error: str) -> None:
+        """A request that is not accepted: always counted (by the authority), answered at a bounded rate."""
+        if self.refusals.take():
+            log.warning("deploy request refused: %s", error)
+            self._publish(deploy_refused(deployment_id, self.topics.device_id, error))
+
+    def _begin(self, request: DeployRequest, model: str, nonce: str) -> None:
         """Start (or resume) a transfer: keep the verified chunks already on disk, fetch the rest."""
         folder = self.folder / request.bundle_sha256
         for other in self.folder.iterdir():  # one transfer at a time: older partial ones only take space
             if other.is_dir() and other != folder:
                 shutil.rmtree(other, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(folder / _STARTED, json.dumps({"deployment_id": request.deployment_id,
+                                                          "nonce": nonce}).encode(), sync=False)
         transfer = _Transfer(request, model, folder)
         for path in folder.iterdir():
+            if path.name == _STARTED:
+                continue
             match = _CHUNK_FILE.match(path.name)
             index = int(match.group(1)) if match else -1
             if 0 <= index < request.chunks and _sha256_file(path) == request.chunk_sha256[index]:
@@ -266,7 +373,8 @@ class DeployReceiver:
                 raise DeployFailed(f"the assembled bundle ({size} bytes, sha256 {digest.hexdigest()}) does not "
                                    f"match the request ({request.size} bytes, sha256 {request.bundle_sha256})")
             model = self.models.install(transfer.model, assembled, write_over_configured=True,
-                                        require_signature=self._signature_policy())
+                                        require_signature=self._signature_policy(),
+                                        allow_downgrade=request.allow_downgrade)
         except Exception as exc:  # anything (bad signature, golden mismatch, other input, disk): the old model runs
             log.warning("deployment %s refused: %s", request.deployment_id, exc)
             self._fail(request, transfer.model, str(exc), transfer)
@@ -292,14 +400,15 @@ class DeployReceiver:
         self._finish(self._document(request, model, "failed", transfer, error=error))
 
     def _finish(self, document: dict) -> None:
-        """Report the end, remember the id (so the retained request is not applied again), drop the chunks."""
-        self._publish(document)
+        """Remember the id (so the retained request is not applied again), drop the chunks, then report the end:
+        whoever sees `installed` or `failed` finds the device already in that state (no chunk folder left)."""
         self._finished[document["deployment_id"]] = document
         while len(self._finished) > FINISHED_KEEP:
             del self._finished[next(iter(self._finished))]
         self._save_finished()
         if self._active is not None and self._active.request.deployment_id == document["deployment_id"]:
             self._abandon(remove=True)
+        self._publish(document)
 
     def _abandon(self, remove: bool) -> None:
         transfer, self._active = self._active, None

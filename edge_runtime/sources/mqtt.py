@@ -48,6 +48,7 @@ class MqttSource(Source):
         self.max_bytes = min(config.max_payload_bytes, context.max_message_bytes)
         self.clock = clock
         self._subscribed = False
+        self._internal_logged = False
         self.cursor: ArrivalCursor | None = None  # sample formats only
         self._decode = self._decoder()
 
@@ -91,8 +92,11 @@ class MqttSource(Source):
         except InputRejected as rejected:
             self._reject(rejected)
         except Exception as error:  # a decoder bug must not kill the MQTT network thread
-            log.exception("mqtt source %s: unexpected error decoding a message on %s", self.config.topic, topic)
-            self._reject(InputRejected("internal_error", f"{type(error).__name__}: {error}"))
+            if not self._internal_logged:  # one traceback, not one per message of a flood
+                self._internal_logged = True
+                log.exception("mqtt source %s: unexpected error decoding a message on %s (logged once)",
+                              self.config.topic, topic)
+            self._reject(InputRejected("internal_error", f"{type(error).__name__}: {str(error)[:120]}"))
 
     def _reject(self, rejected: InputRejected) -> None:
         try:

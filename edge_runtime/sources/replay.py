@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from edge_runtime import npz
 from edge_runtime.audio.wav import check_rate, read_wav
 from edge_runtime.card import AudioInput, TimeSeriesInput
 from edge_runtime.plugin import ConfigPath
@@ -33,6 +34,8 @@ from edge_runtime.stream import SampleBlock
 log = logging.getLogger(__name__)
 
 SOURCE_KEY = "replay"
+#: the arrays of an NPZ recording may take at most this much memory (checked on their headers before loading)
+MAX_RECORDING_BYTES = 1024 * 1024 * 1024
 
 
 class ReplaySourceConfig(BaseSourceConfig):
@@ -135,9 +138,8 @@ def load_csv(path: Path, channels: int, rate_hz: float, columns: list[str] | Non
 def load_npz(path: Path, channels: int, rate_hz: float) -> Recording:
     """An NPZ with `values` (or `x`) [n, channels] and optionally `ts` [n] seconds."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as error:  # zipfile, pickle and format errors differ between numpy versions
+        arrays = npz.load_npz(path, MAX_RECORDING_BYTES)  # array headers checked before anything is allocated
+    except npz.NpzError as error:
         raise ValueError(f"replay file {path}: cannot read it as NPZ: {error}") from None
     key = "values" if "values" in arrays else "x" if "x" in arrays else None
     if key is None:

@@ -2,7 +2,8 @@
 
 Needs pyserial (not part of the device install), imported when the port is opened, not with this module: the
 config validates without it, and making the source says "pip install pyserial" (`SerialSource.requires`).
-`port` may also be a pyserial URL (`socket://host:port`, `rfc2217://...`). A USB adapter that is unplugged makes
+`port` may also be a pyserial URL (`socket://host:port`, `rfc2217://...`). One bad line is one rejection
+(counted), never the end of the port: the lines before and after it are delivered. A USB adapter that is unplugged makes
 the port disappear: the source rejects once (`sensor_read_error`), then tries to reopen every RETRY_S seconds
 until it comes back or the source is stopped. A CSV line gets the time it was received; a JSON line carries its
 own ts (or gets it too).
@@ -64,6 +65,7 @@ class SerialSource(ThreadedSource):
         self.channels, self.rate_hz = stream_shape(context.card)
         self.max_bytes = context.max_message_bytes
         self._port: Any = None
+        self._internal_logged = False
 
     def describe(self) -> str:
         return f"serial:{self.config.port}"
@@ -103,6 +105,12 @@ class SerialSource(ThreadedSource):
                 block = decode_json(line, self.channels, self.rate_hz, self.max_bytes)
         except InputRejected as rejected:
             self.context.sink.reject(rejected, source=self.describe())
+            return
+        except Exception as error:  # a decoder bug: one line is rejected, the port and the lines after it live on
+            if not self._internal_logged:
+                self._internal_logged = True
+                log.exception("serial source %s: unexpected error decoding a line (logged once)", self.config.port)
+            self._reject("internal_error", f"{type(error).__name__}: {str(error)[:120]}")
             return
         self.context.sink.accept(block)
 

@@ -23,9 +23,13 @@ from tests.support.deploy import (
     publish,
     request_for,
     request_message,
+    use_control_key,  # noqa: F401 (a fixture)
 )
 
 CHUNK = 16 * 1024
+
+# every request of these tests is signed with the control key the devices trust
+pytestmark = pytest.mark.usefixtures("use_control_key")
 
 
 @pytest.fixture(scope="module")

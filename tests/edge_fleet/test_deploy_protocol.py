@@ -8,7 +8,6 @@ device has stored the first part (its chunk files are on disk) when the broker o
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
 from pydantic import ValidationError
@@ -38,9 +37,13 @@ from tests.support.deploy import (
     publish,
     request_for,
     request_message,
+    use_control_key,  # noqa: F401 (a fixture)
 )
 
 CHUNK = 2048  # the fp32 activity bundle (~130 KB) makes about 64 chunks
+
+# every request of these tests is signed with the control key the devices trust
+pytestmark = pytest.mark.usefixtures("use_control_key")
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +113,8 @@ def test_bad_requests_fail_with_a_reason_and_the_daemon_runs_on(tmp_path, broker
     (tmp_path / "small.bin").write_bytes(b"x" * 5000)  # under the limit; refused before anyone looks inside
     small = blob(tmp_path / "small.bin")
     cases = [
-        (b"{not json", None, "bad request: not JSON"),
-        (json.dumps({"deployment_id": "no-fields"}).encode(), "no-fields", "bad request: "),
+        (b"{not json", None, "not JSON"),
+        ({"deployment_id": "no-fields"}, "no-fields", "bad request: "),
         (request_for(fp32, "other-model", CHUNK, model="nope"), "other-model", "no model 'nope'"),
         (request_for(fp32, "too-large", CHUNK), "too-large", "exceeds deploy.max_bundle_bytes (100000)"),
         (request_for(small, "no-keys", CHUNK), "no-keys", "no security.trusted_keys"),

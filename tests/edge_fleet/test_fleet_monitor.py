@@ -215,6 +215,9 @@ def test_mqtts_with_a_private_ca_and_a_password_from_the_environment(tmp_path, m
             publisher.connect("127.0.0.1", secure.port)
             publisher.loop_start()
             try:
+                for n in range(5):  # a device is tracked once its status announced it
+                    publisher.publish(f"edge/t{n}/status", json.dumps({"state": "online", "device_id": f"t{n}"}),
+                                      qos=1)
                 for n in range(200):  # more than one TLS record: what the buffered reads must not lose
                     publisher.publish(f"edge/t{n % 5}/stats", stats(f"t{n % 5}", n), qos=1)
                 assert wait_for(lambda: monitor.stats()["received"]["stats"] == 200, 10), monitor.stats()

@@ -215,7 +215,7 @@ def test_recorder_thread_records_in_the_background(tmp_path):
         history.close()
 
 
-@pytest.mark.parametrize(("text", "expected"), [(":8080", ("0.0.0.0", 8080)), ("127.0.0.1:9", ("127.0.0.1", 9)),
+@pytest.mark.parametrize(("text", "expected"), [(":8080", ("127.0.0.1", 8080)), ("127.0.0.1:9", ("127.0.0.1", 9)),
                                                 ("[::1]:8000", ("::1", 8000)), ("localhost:0", ("localhost", 0))])
 def test_parse_http(text, expected):
     assert parse_http(text) == expected

@@ -74,11 +74,27 @@ def test_stats_update_model_numbers_and_device_health(fleet):
     assert model.version == "1.2.0"  # stats do not erase what the status said
 
 
-def test_stats_before_any_status_create_an_unknown_device(fleet):
-    fleet.ingest("edge/pi-02/stats", stats(), now=NOW)
-    device = fleet.device("pi-02")
-    assert (device.state, device.online) == ("unknown", False)
-    assert device.models["activity"].throughput_per_s == 9.5
+def test_only_a_valid_status_creates_a_device(fleet):
+    """Issue 13: 20,000 junk messages made 20,000 devices. Stats, drift and garbage for a device that no status
+    announced are counted, not tracked; a status whose device_id is not the topic's is garbage."""
+    assert fleet.ingest("edge/pi-02/stats", stats(), now=NOW) is None
+    for index in range(2000):
+        fleet.ingest(f"edge/junk-{index}/status", b"\x00garbage", now=NOW)
+        fleet.ingest(f"edge/junk-{index}/drift/m", b'{"state": "ok"}', now=NOW)
+    fleet.ingest("edge/pi-03/status", status(), now=NOW)  # says it is pi-01
+    assert fleet.device("pi-02") is None and fleet.device("pi-03") is None and len(fleet) == 0
+    snapshot = fleet.snapshot()
+    assert (snapshot["unknown_device"], snapshot["garbage"]) == (2001, 2001)
+    fleet.ingest("edge/pi-02/status", status(device_id="pi-02"), now=NOW)
+    assert fleet.ingest("edge/pi-02/stats", stats(), now=NOW) == "pi-02"
+    assert fleet.device("pi-02").models["activity"].throughput_per_s == 9.5
+
+
+def test_the_number_of_devices_is_bounded():
+    fleet = FleetState(max_devices=3)
+    for index in range(5):
+        fleet.ingest(f"edge/pi-{index}/status", status(device_id=f"pi-{index}"), now=NOW)
+    assert len(fleet) == 3 and fleet.snapshot()["refused_devices"] == 2
 
 
 def test_drift_message_sets_state_and_top_channels_and_raises_an_alert(fleet):
@@ -171,8 +187,11 @@ def test_garbage_is_counted_never_raised_and_changes_nothing(fleet, topic, paylo
     assert {**after.as_dict(), "problems": 0} == before
 
 
-def test_garbage_from_an_unknown_device_makes_it_visible(fleet):
+def test_garbage_from_an_unknown_device_is_counted_not_tracked(fleet):
     assert fleet.ingest("edge/rogue/stats", b"\x00\x01", now=NOW) is None
+    assert fleet.device("rogue") is None and fleet.snapshot()["garbage"] == 1
+    fleet.ingest("edge/rogue/status", status(device_id="rogue"), now=NOW)
+    fleet.ingest("edge/rogue/stats", b"\x00\x01", now=NOW)
     assert fleet.device("rogue").problems == 1
 
 
@@ -225,7 +244,7 @@ def test_listeners_hear_every_change_and_a_failing_one_does_not_stop_ingest(flee
 
 def test_devices_are_sorted_copies(fleet):
     for name in ("pi-03", "pi-01", "pi-02"):
-        fleet.ingest(f"edge/{name}/status", status(), now=NOW)
+        fleet.ingest(f"edge/{name}/status", status(device_id=name), now=NOW)
     devices = fleet.devices()
     assert [device.device_id for device in devices] == ["pi-01", "pi-02", "pi-03"]
     devices[0].models["activity"].drift_top.append("mutated")
@@ -261,6 +280,10 @@ def test_another_prefix(fleet):
 
 
 def test_ingest_from_many_threads(fleet):
+    for index in range(4):
+        for device in range(10):
+            fleet.ingest(f"edge/d{index}-{device}/status", status(device_id=f"d{index}-{device}"), now=NOW)
+
     def worker(index: int) -> None:
         for message in range(500):
             fleet.ingest(f"edge/d{index}-{message % 10}/stats", stats())

@@ -182,15 +182,19 @@ def test_last_will_says_offline_when_the_daemon_dies(tmp_path, broker, everythin
 
 
 def test_info_command(tmp_path, broker, everything, activity_bundle):
-    daemon = start_mqtt_daemon(tmp_path, broker, activity_bundle)
+    from tests.support.control import ControlKey
+
+    key = ControlKey(tmp_path / "keys")
+    daemon = start_mqtt_daemon(tmp_path, broker, activity_bundle,
+                               extra={"security": {"control_keys": [str(key.public)]}})
     try:
         wait_online(everything, daemon)
         sensor = Sensor(broker.port)
-        sensor.send(json.dumps({"request_id": "r1"}).encode(), topic=f"edge/{DEVICE}/cmd/info")
+        sensor.send(key.command("info", {"request_id": "r1"}), topic=f"edge/{DEVICE}/cmd/info")
         assert wait_until(lambda: bool(messages(everything, "/cmd/info/result")), 10), daemon.output()
         result = messages(everything, "/cmd/info/result")[0]
         assert result["ok"] and result["request_id"] == "r1" and result["models"][0]["name"] == "activity"
-        sensor.send(b"{}", topic=f"edge/{DEVICE}/cmd/selfdestruct")
+        sensor.send(key.command("selfdestruct"), topic=f"edge/{DEVICE}/cmd/selfdestruct")
         assert wait_until(lambda: bool(messages(everything, "/cmd/selfdestruct/result")), 10)
         assert messages(everything, "/cmd/selfdestruct/result")[0]["ok"] is False
         sensor.close()

@@ -1,15 +1,17 @@
-"""`reload` swaps in a new bundle only after it loaded, its signature verified and its golden output reproduced,
-without dropping the stream; a tampered or untrusted bundle is refused and the running model stays."""
+"""`reload` (signed by a control key) swaps in the configured bundle again only after it loaded, its signature
+verified and its golden output reproduced, without dropping the stream; a tampered or untrusted bundle is refused
+and the running model stays."""
 
 from __future__ import annotations
 
-import json
+import shutil
 import zipfile
 
 import pytest
 
 from converter.cli import main as convert
 from tests.support.broker import Collector
+from tests.support.control import ControlKey
 from tests.support.daemon import DaemonProcess, messages, wait_until, write_config
 
 DEVICE = "dev-1"
@@ -39,22 +41,28 @@ def signed(activity_sample, tmp_path_factory):
     return folder
 
 
-def send(port: int, topic: str, body: dict) -> None:
+def send(port: int, topic: str, payload: bytes) -> None:
     import paho.mqtt.client as mqtt
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    client.publish(topic, json.dumps(body).encode(), qos=1).wait_for_publish(5)
+    client.publish(topic, payload, qos=1).wait_for_publish(5)
     client.disconnect()
     client.loop_stop()
 
 
 def test_reload_good_then_refuse_tampered_and_untrusted(tmp_path, broker, signed, activity_recording):
+    """`reload` loads the configured path again (a file replaced on the device by its operator), signed by the
+    control key; a tampered or untrusted file there is refused and the running model stays."""
+    key = ControlKey(tmp_path / "keys")
+    configured = tmp_path / "activity.bundle"
+    shutil.copyfile(signed / "int8.bundle", configured)
     config = write_config(
-        tmp_path / "daemon.yaml", broker_url=broker.url, bundle=signed / "int8.bundle",
+        tmp_path / "daemon.yaml", broker_url=broker.url, bundle=configured,
         source={"type": "replay", "path": str(activity_recording), "speed": 20, "loop": True},
-        extra={"security": {"trusted_keys": [str(signed / "release.pub")], "require_signature": True}},
+        extra={"security": {"trusted_keys": [str(signed / "release.pub")], "require_signature": True,
+                            "control_keys": [str(key.public)]}},
     )
     with Collector(broker.port, f"edge/{DEVICE}/#") as everything:
         daemon = DaemonProcess(config)
@@ -65,7 +73,8 @@ def test_reload_good_then_refuse_tampered_and_untrusted(tmp_path, broker, signed
             assert online["models"][0]["signature"].startswith("verified")
             command = f"edge/{DEVICE}/cmd/reload"
 
-            send(broker.port, command, {"bundle": str(signed / "fp32.bundle"), "request_id": 1})
+            shutil.copyfile(signed / "fp32.bundle", configured)
+            send(broker.port, command, key.command("reload", {"request_id": 1}))
             assert wait_until(lambda: len(messages(everything, "/cmd/reload/result")) >= 1, 20), daemon.output()
             result = messages(everything, "/cmd/reload/result")[0]
             assert result["ok"] is True and result["precision"] == "fp32", result
@@ -73,7 +82,8 @@ def test_reload_good_then_refuse_tampered_and_untrusted(tmp_path, broker, signed
                               ["models"][0]["precision"] == "fp32", 10)
 
             for index, name in enumerate(("tampered", "untrusted"), start=2):
-                send(broker.port, command, {"bundle": str(signed / f"{name}.bundle"), "request_id": index})
+                shutil.copyfile(signed / f"{name}.bundle", configured)
+                send(broker.port, command, key.command("reload", {"request_id": index}))
                 assert wait_until(lambda i=index: len(messages(everything, "/cmd/reload/result")) >= i, 20)
                 refused = messages(everything, "/cmd/reload/result")[index - 1]
                 assert refused["ok"] is False and refused["request_id"] == index

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import paho.mqtt.client as mqtt
 
 from tests.support.broker import Collector
+from tests.support.control import ControlKey
 from tests.support.daemon import DaemonProcess, messages, wait_until, write_config
 
 DEVICE = "dev-1"
@@ -24,10 +23,12 @@ def publish(port: int, topic: str, payload: bytes, retain: bool) -> None:
 
 
 def test_retained_command_is_ignored_live_command_runs(tmp_path, broker, activity_bundle):
+    key = ControlKey(tmp_path / "keys")
     command = f"edge/{DEVICE}/cmd/info"
-    publish(broker.port, command, json.dumps({"request_id": "stale"}).encode(), retain=True)
+    publish(broker.port, command, key.command("info", {"request_id": "stale"}), retain=True)
     config = write_config(tmp_path / "daemon.yaml", broker_url=broker.url, bundle=activity_bundle,
-                          source={"type": "mqtt", "topic": "sensors/dev-1/imu"})
+                          source={"type": "mqtt", "topic": "sensors/dev-1/imu"},
+                          extra={"security": {"control_keys": [str(key.public)]}})
     with Collector(broker.port, f"edge/{DEVICE}/#") as everything:
         daemon = DaemonProcess(config)
         try:
@@ -36,7 +37,7 @@ def test_retained_command_is_ignored_live_command_runs(tmp_path, broker, activit
             # Commands run in arrival order on one thread, and the broker delivers the retained message on
             # subscribe, before `online` is published: once the live command is answered, the retained one
             # would have been answered before it.
-            publish(broker.port, command, json.dumps({"request_id": "live"}).encode(), retain=False)
+            publish(broker.port, command, key.command("info", {"request_id": "live"}), retain=False)
             assert wait_until(lambda: bool(messages(everything, "/cmd/info/result")), 15), daemon.output()
             answered = [result.get("request_id") for result in messages(everything, "/cmd/info/result")]
             assert answered == ["live"], answered

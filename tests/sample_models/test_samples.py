@@ -172,7 +172,7 @@ def test_cache_builds_once_and_never_leaves_half_entries(tmp_path) -> None:
 
 
 def test_unknown_sample_name_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
-    with pytest.raises(ValueError, match="activity, activity_wide, digits"):
+    with pytest.raises(ValueError, match="activity, activity_long, activity_wide, digits"):
         build_sample("imagenet")
     with pytest.raises(SystemExit):
         main(["imagenet", str(tmp_path)])

@@ -1,18 +1,32 @@
 """Deployment test helpers: signed (and spoiled) bundles, device configs, and raw publishing past the fleet
-tool's local checks, so a device's own refusal can be tested."""
+tool's local checks, so a device's own refusal can be tested.
+
+Every device made here trusts `CONTROL` (a control key made once per test process) for its commands and deploy
+requests, `request_message` signs with it, and `use_control_key` (a fixture for the deploy test modules) hands it
+to `edge-fleet deploy` through $EDGE_FLEET_CONTROL_KEY."""
 
 from __future__ import annotations
 
-import json
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from converter.cli import main as convert
 from edge_fleet.deploy import BundleBlob, chunk_topic, make_request
+from tests.support.control import ControlKey
 from tests.support.daemon import messages, write_config
+
+CONTROL = ControlKey(Path(tempfile.mkdtemp(prefix="edge-control-")))
+
+
+@pytest.fixture(autouse=False)
+def use_control_key(monkeypatch):
+    """`edge-fleet deploy` signs with CONTROL (the key every device of these helpers trusts)."""
+    monkeypatch.setenv("EDGE_FLEET_CONTROL_KEY", str(CONTROL.private))
 
 
 def build_release(sample, folder: Path) -> Path:
@@ -36,10 +50,15 @@ def device_config(tmp_path: Path, device: str, broker_url: str, bundle: Path, re
     """A device in its own folder, running its own copy of `bundle` (a deployment replaces that file)."""
     folder = tmp_path / device
     folder.mkdir()
-    shutil.copyfile(bundle, folder / "activity.bundle")
-    extra: dict = {"group": group}
+    if trusted_key is not None:  # a device with trusted keys runs only signed bundles: sign a copy with that key,
+        from tests.support.control import resign  # as an older release than any the test deploys (no rollback)
+
+        resign(bundle, folder / "activity.bundle", trusted_key.with_suffix(".key"), created="2020-01-01T00:00:00Z")
+    else:
+        shutil.copyfile(bundle, folder / "activity.bundle")
+    extra: dict = {"group": group, "security": {"control_keys": [str(CONTROL.public)]}}
     if trusted_key is not None:
-        extra["security"] = {"trusted_keys": [str(trusted_key)], "require_signature": False}
+        extra["security"] |= {"trusted_keys": [str(trusted_key)], "require_signature": False}
     if deploy is not None:
         extra["deploy"] = deploy
     return write_config(folder / "daemon.yaml", broker_url=broker_url, bundle=folder / "activity.bundle",
@@ -82,7 +101,8 @@ def publish(port: int, items: list[tuple[str, bytes]], retain: bool = True) -> N
 
 
 def request_message(device: str, request: dict | bytes) -> tuple[str, bytes]:
-    payload = request if isinstance(request, bytes) else json.dumps(request).encode()
+    """The request signed by CONTROL for `device` (raw bytes are sent as they are)."""
+    payload = request if isinstance(request, bytes) else CONTROL.deploy(request, device=device)
     return f"edge/{device}/deploy/request", payload
 
 

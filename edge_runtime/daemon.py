@@ -40,6 +40,22 @@ log = logging.getLogger("edge_runtime.daemon")
 STOP_POLL_S = 0.2
 
 
+def source_health(source: Source | None, health: dict) -> dict:
+    """`{"source_health": ...}` for a source that reports its own state (a camera: connected or reconnecting,
+    frames decoded and delivered; the frames the model dropped come from the worker's count), else nothing."""
+    report = getattr(source, "health", None)
+    if not callable(report):
+        return {}
+    try:
+        found = report()
+    except Exception:  # health reporting must never take the stats down
+        log.exception("source health failed")
+        return {}
+    if isinstance(found.get("frames"), dict):
+        found["frames"]["dropped"] = health.get("dropped", 0)
+    return {"source_health": found}
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig):
         self.config = config
@@ -112,7 +128,7 @@ class Daemon:
             health = worker.health(advance=advance)
             drift = health.pop("drift")  # the key order of the document stays as it was: drift last
             models[name] = {**health, "source_finished": sources[name].finished if name in sources else None,
-                            "drift": drift}
+                            **source_health(sources.get(name), health), "drift": drift}
         link, errors = self.link, self.errors
         return {
             "ts": time.time(),

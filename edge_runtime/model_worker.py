@@ -79,7 +79,10 @@ class ModelWorker:
         queue_lock = threading.Lock()
         self._ready = threading.Condition(queue_lock)  # the worker waits for windows
         self._room = threading.Condition(queue_lock)  # a recorded source waits for space in the queue
-        self._backpressure = config.source.type in RECORDED_SOURCES
+        # a source may say so itself: a video file played as fast as the model goes waits like a replay
+        self._backpressure = config.source.type in RECORDED_SOURCES or getattr(config.source, "waits_for_model", False)
+        # a live camera: the queue is a one-frame mailbox, a newer frame replaces the waiting one (counted, no error)
+        self._latest_frame = bool(getattr(config.source, "latest_frame", False))
         self._queue: deque[_Pending] = deque()
         self._stopping = False
         self._drain = True
@@ -92,6 +95,8 @@ class ModelWorker:
         self.capacity = config.queue_size
         if isinstance(self.card.input, ImageInput):
             self.capacity = min(config.queue_size, IMAGE_QUEUE_MAX)
+        if self._latest_frame:
+            self.capacity = 1
 
     # -- model --------------------------------------------------------------------------------------------------
     def _install(self, model: LoadedModel) -> None:
@@ -223,6 +228,8 @@ class ModelWorker:
                 self._ready.notify()
         if dropped:
             self.stats.count_dropped(dropped)
+            if self._latest_frame:  # by design: the model runs on the newest frame, the stats count the rest
+                return
             self._report("queue_full", f"{dropped} window(s) dropped: inference is slower than the stream (queue "
                                        f"size {capacity})")
 

@@ -17,7 +17,7 @@ from edge_runtime.sources.serial import SerialSourceConfig
 from edge_runtime.sources.synthetic import SyntheticSourceConfig
 
 REPO = Path(__file__).resolve().parents[3]
-BUILT_IN = ["mqtt", "replay", "iio", "serial", "synthetic", "folder"]
+BUILT_IN = ["mqtt", "replay", "iio", "serial", "synthetic", "folder", "camera"]
 
 
 def test_discovery_finds_every_built_in_source_in_listing_order():

@@ -36,8 +36,8 @@ def test_every_source_module_has_its_class(type_name):
 
 
 def test_unknown_type_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown source type 'camera'; known: folder, iio, mqtt"):
-        source_class("camera")
+    with pytest.raises(ValueError, match="unknown source type 'webcam'; known: camera, folder, iio, mqtt"):
+        source_class("webcam")
 
 
 def test_serial_without_pyserial_says_what_to_install(monkeypatch, make_context):

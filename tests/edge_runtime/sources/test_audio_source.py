@@ -127,14 +127,13 @@ class FakeInputStream:
         self.running.clear()
 
     def _pump(self):
-        block = 0
-        for start in range(0, len(self.recording) - self.blocksize + 1, self.blocksize):
+        starts = range(0, len(self.recording) - self.blocksize + 1, self.blocksize)
+        for block, start in enumerate(starts):
             if not self.running.is_set() or (self.silent_after is not None and block >= self.silent_after):
                 return
             mono = self.recording[start:start + self.blocksize]
             indata = np.stack([mono * (channel + 1) for channel in range(self.channels)], axis=1)
             self.callback(indata, self.blocksize, None, types.SimpleNamespace(input_overflow=block == 2))
-            block += 1
             time.sleep(0.001)
 
 

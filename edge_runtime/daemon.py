@@ -107,6 +107,10 @@ class Daemon:
         qos = self.config.publish.drift_qos
         self.link.publish(self.topics.drift(model), json.dumps(report).encode(), qos=qos)
 
+    def _publish_snapshot(self, model: str, payload: bytes) -> None:
+        """Retained: a dashboard that connects later sees the latest snapshot at once."""
+        self.link.publish(self.topics.snapshot(model), payload, qos=1, retain=True)
+
     def _publish_error(self, payload: bytes) -> None:
         self.link.publish(self.topics.errors, payload, qos=self.config.publish.errors_qos)
 
@@ -167,6 +171,7 @@ class Daemon:
                 self.models.add(ModelWorker(
                     model, model_config, publish=self._publish_predictions, reserve_seqs=self.spool.next_seqs,
                     errors=self.errors, publish_drift=self._publish_drift,
+                    publish_snapshot=self._publish_snapshot,
                 ))
             except BaseException:
                 model.close()

@@ -5,9 +5,14 @@ drops frames, and every frame is accounted for (decoded = delivered = predicted 
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+
 import numpy as np
 import onnxruntime as ort
 import pytest
+from PIL import Image
 
 from converter.card_inference import onnx_metadata, ultralytics_card
 from converter.cli import main as convert
@@ -41,7 +46,9 @@ def test_a_video_file_through_the_camera_source_gives_the_original_models_boxes(
     video = write_video(tmp_path / "photos.mp4", photo_frames(), fps=10, repeat=2)
     frames = decoded_frames(video)
     source = {"type": "camera", "url": str(video), "realtime": False}
-    config = write_config(tmp_path / "daemon.yaml", broker_url=broker.url, bundle=nudenet_bundle, source=source)
+    snapshot = {"labels": ["FACE_MALE"], "min_score": 0.3, "interval_s": 0, "max_bytes": 60_000}
+    config = write_config(tmp_path / "daemon.yaml", broker_url=broker.url, bundle=nudenet_bundle, source=source,
+                          model={"snapshot": snapshot})
     with Collector(broker.port, "edge/dev-1/#") as collector:
         daemon = DaemonProcess(config, "--exit-when-done")
         assert daemon.wait(120) == 0, daemon.output()
@@ -63,6 +70,21 @@ def test_a_video_file_through_the_camera_source_gives_the_original_models_boxes(
             assert 0 <= x1 < x2 <= WIDTH and 0 <= y1 < y2 <= HEIGHT  # the 640 x 480 frame, not the 320 x 320 input
         found += len(detections)
     assert found >= 4  # the astronaut's and the cameraman's faces, at least, in both of their frames
+
+    # snapshots: the frames with a male face, retained, the JPEG within its size limit, the same detections
+    snapshots = messages(collector, "/snapshot/320n")
+    expected_seqs = [m["seq"] for m in published if any(d["label"] == "FACE_MALE" and d["score"] >= 0.3
+                                                         for d in m["detections"])]
+    assert expected_seqs and sorted(s["seq"] for s in snapshots) == expected_seqs
+    by_seq = {m["seq"]: m for m in published}
+    for snap in snapshots:
+        jpeg = base64.b64decode(snap["jpeg"])
+        assert len(jpeg) == snap["bytes"] <= 60_000
+        assert Image.open(io.BytesIO(jpeg)).size == (snap["width"], snap["height"]) == (WIDTH, HEIGHT)
+        assert snap["detections"] == by_seq[snap["seq"]]["detections"] and snap["trigger"]["label"] == "FACE_MALE"
+    with Collector(broker.port, "edge/dev-1/snapshot/#") as late:  # a dashboard that connects later
+        assert late.wait_for(lambda received: any(retain for _, _, retain in received), 10)
+        assert json.loads(late.snapshot()[0][1])["seq"] == expected_seqs[-1]
 
 
 def test_a_model_slower_than_the_camera_drops_frames_and_counts_every_one(tmp_path, broker, nudenet_bundle):

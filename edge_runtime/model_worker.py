@@ -364,7 +364,7 @@ class ModelWorker:
         self.stats.record_batch(len(batch), inference_ms, latencies)
         if decoder is not None:
             self._after_detections(batch, results, seqs)
-        if isinstance(card.input, TimeSeriesInput | FeatureInput):
+        if drift.enabled:  # time series, features, and (frame statistics) images and audio
             try:
                 drift.observe([item.data for item in batch], results)
             except Exception as exc:  # drift watches the stream; it must never stop it

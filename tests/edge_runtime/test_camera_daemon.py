@@ -1,7 +1,8 @@
 """Cameras end to end: a video file made at test time from real photos, played by the camera source into the real
 NudeNet (YOLOv8n) detector bundle in the real daemon, over the real broker. Boxes are in the source frame's pixels
 and match the original model run directly on the same decoded frames; a model slower than the file's frame rate
-drops frames, and every frame is accounted for (decoded = delivered = predicted + dropped)."""
+drops frames, and every frame is accounted for (decoded = delivered = predicted + dropped); snapshots of chosen
+detections are published retained; a covered camera (black frames) raises drift."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from converter.card_inference import onnx_metadata, ultralytics_card
 from converter.cli import main as convert
 from tests.support.broker import Collector
 from tests.support.daemon import DaemonProcess, messages, wait_until, write_config
-from tests.support.detectors import nudenet_reference, write_photo_folders
+from tests.support.detectors import load_rgb, nudenet_reference, write_photo_folders
 from tests.support.third_party import model_path
 from tests.support.tiers import tier
 from tests.support.video import HEIGHT, WIDTH, decoded_frames, photo_frames, write_video
@@ -113,3 +114,28 @@ def test_a_model_slower_than_the_camera_drops_frames_and_counts_every_one(tmp_pa
     assert frames["dropped"] > 0 and model["dropped"] == frames["dropped"]
     assert model["predictions"] == len(messages(collector, "/predictions/320n")) < 120
     assert not messages(collector, "/errors")  # dropping frames is a camera's normal day, not an error
+
+
+def test_a_covered_camera_raises_drift(tmp_path, broker, nudenet_bundle):
+    """The detector's own eval photos (the bundle's drift reference) as a video, then the lens covered: black
+    frames. Nothing is published while the photos play (no state change); `drift` comes within 8 black frames."""
+    eval_faces = sorted((nudenet_bundle.parent / "photos" / "eval").glob("faces*.png"))
+    photos = [load_rgb(path) for path in eval_faces]
+    black = [np.zeros_like(photos[0])] * 12
+    video = write_video(tmp_path / "covered.mp4", photos + black, fps=10)
+    shown = len(photos)
+    source = {"type": "camera", "url": str(video), "realtime": False}
+    config = write_config(tmp_path / "daemon.yaml", broker_url=broker.url, bundle=nudenet_bundle, source=source,
+                          model={"drift": {"interval_s": 3600}, "max_batch": 1})  # one frame at a time, as live
+    with Collector(broker.port, "edge/dev-1/drift/#") as collector:
+        daemon = DaemonProcess(config, "--exit-when-done")
+        assert daemon.wait(120) == 0, daemon.output()
+        assert collector.sync()
+    reports = messages(collector, "/drift/320n")
+    assert reports, "no drift report"
+    first = reports[0]
+    assert first["state"] in ("warning", "drift") and first["window"]["samples_seen"] > shown  # not the photos
+    final = next(report for report in reports if report["state"] == "drift")
+    assert final["window"]["samples_seen"] <= shown + 8
+    contrast = final["channels"]["contrast"]
+    assert contrast["level"] == "drift" and contrast["out_of_range"] >= 0.8 and contrast["mean"] < contrast["reference"][0]

@@ -16,8 +16,13 @@ from edge_runtime.card import AudioInput, FeatureInput, ImageInput, ModelCard, T
 from edge_runtime.config import DriftConfig
 from edge_runtime.drift.monitor import LEVELS, DriftMonitor, Thresholds
 from edge_runtime.drift.reference import DriftReference
-from edge_runtime.drift.sensor import DEFAULT_BOUNDS, DEFAULT_STUCK_RUN, SensorDriftMonitor, audio_statistics, \
-    image_statistics
+from edge_runtime.drift.sensor import (
+    DEFAULT_BOUNDS,
+    DEFAULT_STUCK_RUN,
+    SensorDriftMonitor,
+    audio_statistics,
+    image_statistics,
+)
 
 
 class DriftTracker:

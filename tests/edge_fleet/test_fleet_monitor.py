@@ -137,7 +137,8 @@ def test_garbage_over_the_wire_is_counted(broker):
                                 ("edge/pi-01/predictions/m", b"{}", False)])
             assert wait_for(lambda: state.snapshot()["unknown_schema"] == 1 and monitor.stats()["garbage"] == 1, 10)
             assert state.device("pi-01").problems == 2
-            assert monitor.stats()["received"] == {"status": 2, "stats": 1, "drift": 0, "deploy": 0}
+            assert monitor.stats()["received"] == {"status": 2, "stats": 1, "drift": 0, "deploy": 0,
+                                                     "snapshot": 0}
     finally:
         publisher.close()
 

@@ -10,7 +10,7 @@ DEMO   := .cache/demo
 # tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
 DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test test-unit test-all test-arm64 arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
+.PHONY: demo test test-unit test-all test-arm64 arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-sensors \
 	broker browser clean soak
 
 $(STAMP): pyproject.toml
@@ -92,7 +92,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --workdir $(DEMO)
 
-bench: bench-convert bench-prune bench-daemon bench-drift bench-fleet
+bench: bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-sensors
 
 bench-convert: $(STAMP)
 	$(BIN)/python benchmarks/convert.py --write docs/benchmarks.md
@@ -113,6 +113,9 @@ bench-fleet: $(STAMP) broker
 # messages, predictions by seq, memory growth, latency drift, refusals. Results: docs/reliability.md.
 soak: $(STAMP) broker
 	$(BIN)/python benchmarks/soak.py
+
+bench-sensors: $(STAMP) third-party
+	$(BIN)/python benchmarks/sensors.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from converter.data import Dataset
+from converter.sensor_reference import sensor_drift_section
 from edge_runtime.card import ModelCard
 
 REFERENCE_SCHEMA = 1
@@ -137,6 +138,9 @@ def reference_statistics(
     drift = _drift(calibration, predicted, card, classification)
     if drift is not None:
         document["drift"] = drift
+    sensor = sensor_drift_section(calibration, card)  # cameras and microphones: ranges of frame statistics
+    if sensor is not None:
+        document["sensor_drift"] = sensor
     return document
 
 

@@ -42,7 +42,8 @@ def subscriptions(prefix: str, share_group: str | None) -> list[tuple[str, int]]
     shared = f"$share/{share_group}/" if share_group else ""
     topics = FleetTopics(prefix)
     return [(topics.status_filter, 1), (f"{shared}{topics.stats_filter}", 1), (f"{shared}{topics.drift_filter}", 1),
-            (f"{shared}{topics.deploy_status_filter}", 1)]
+            (f"{shared}{topics.deploy_status_filter}", 1),
+            (topics.snapshot_filter, 1)]  # retained and rare, like status: every monitor keeps the latest
 
 
 class FleetMonitor:

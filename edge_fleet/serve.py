@@ -7,6 +7,7 @@ framework in a package that also installs on devices. Routes:
     /api/fleet             FleetState.snapshot()
     /api/alerts            {"ts", "alerts": FleetState.alerts()}
     /api/devices/<id>      the device plus its history for charts (?window=3600 seconds, at most retention)
+    /api/snapshots/<id>/<model>.jpg   the latest snapshot a detector published (image/jpeg)
     /metrics               Prometheus text format, computed at scrape time
     /healthz               liveness, with the MQTT monitor's and the history's counters
 
@@ -203,6 +204,8 @@ class FleetHandler(BaseHTTPRequestHandler):
                 self._json({"ts": time.time(), "alerts": self.server.state.alerts()})
             elif path.startswith("/api/devices/") and len(path) > len("/api/devices/"):
                 self._device(unquote(path[len("/api/devices/"):]), parse_qs(url.query))
+            elif path.startswith("/api/snapshots/"):
+                self._snapshot(path[len("/api/snapshots/"):])
             elif path == "/metrics":
                 self._metrics()
             elif path == "/healthz":
@@ -237,6 +240,16 @@ class FleetHandler(BaseHTTPRequestHandler):
             self._json({"error": f"unknown device {device_id!r}"}, HTTPStatus.NOT_FOUND)
         else:
             self._json(document)
+
+    def _snapshot(self, rest: str) -> None:
+        """`<device>/<model>.jpg`: the JPEG bytes from the state's bounded store."""
+        device_id, _, model = rest.removesuffix(".jpg").partition("/")
+        store = getattr(self.server.state, "snapshots", None)
+        jpeg = store.get(unquote(device_id), unquote(model)) if store is not None and model else None
+        if jpeg is None:
+            self._json({"error": f"no snapshot of {model!r} on {device_id!r}"}, HTTPStatus.NOT_FOUND)
+        else:
+            self._send(HTTPStatus.OK, jpeg, "image/jpeg")
 
     def _metrics(self) -> None:
         from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest

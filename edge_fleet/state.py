@@ -20,6 +20,8 @@ message from it (for a retained status, the `ts` in the message, since it may be
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import threading
@@ -28,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_fleet.snapshots import SnapshotStore
 from edge_runtime.contract import DEVICE_STATES, STATUS_SCHEMA, FleetTopics
 
 log = logging.getLogger("edge_fleet.state")
@@ -60,6 +63,10 @@ class ModelState:
     dropped: int = 0
     drift_state: str | None = None
     drift_top: list[str] = field(default_factory=list)
+    # cameras and microphones: connected / reconnecting / ...; detectors: detections by label, the latest snapshot
+    source_state: str | None = None
+    detections: dict[str, int] | None = None
+    snapshot: dict | None = None  # ts, seq, trigger, width, height, bytes (the JPEG is in FleetState.snapshots)
 
     def copy(self) -> ModelState:
         clone = ModelState.__new__(ModelState)
@@ -196,7 +203,38 @@ def _parse_stats_model(name: str, entry: Any) -> dict:
         drift = _dict(drift, "drift")
         update["drift_state"] = _str(drift.get("state"), "drift.state")
         update["drift_top"] = list(_names(drift.get("top_channels"), "drift.top_channels"))
+    source = entry.get("source_health")
+    if source is not None:
+        update["source_state"] = _str(_dict(source, "source_health").get("state"), "source_health.state")
+    found = entry.get("detections")
+    if found is not None:
+        by_label = _dict(_dict(found, "detections").get("by_label"), "detections.by_label")
+        update["detections"] = {str(label): _int(count, "detections.by_label") or 0
+                                for label, count in by_label.items()}
     return update
+
+
+def _parse_snapshot(document: dict) -> tuple[dict, bytes]:
+    """(what the dashboard shows about a snapshot, its JPEG bytes)."""
+    encoded = document.get("jpeg")
+    if not isinstance(encoded, str):
+        raise Garbage("snapshot: jpeg missing")
+    try:
+        jpeg = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise Garbage("snapshot: jpeg is not base64") from None
+    if not jpeg.startswith(b"\xff\xd8"):
+        raise Garbage("snapshot: not a JPEG")
+    trigger = _dict(document.get("trigger") or {}, "snapshot trigger")
+    detections = document.get("detections")
+    if not isinstance(detections, list):
+        raise Garbage("snapshot: detections missing")
+    summary = {"ts": _num(document.get("ts"), "snapshot ts"), "seq": _int(document.get("seq"), "snapshot seq"),
+               "trigger": {"label": _str(trigger.get("label"), "snapshot trigger label"),
+                           "score": _num(trigger.get("score"), "snapshot trigger score")},
+               "detections": len(detections), "width": _int(document.get("width"), "snapshot width"),
+               "height": _int(document.get("height"), "snapshot height"), "bytes": len(jpeg)}
+    return summary, jpeg
 
 
 def _parse_stats(document: dict) -> tuple[dict[str, dict], dict]:
@@ -243,6 +281,7 @@ class FleetState:
         self._listeners: list[Listener] = []
         self.garbage = 0
         self.unknown_schema = 0
+        self.snapshots = SnapshotStore()
 
     # -- the fast path -------------------------------------------------------------------------------------------
     def ingest(self, topic: str, payload: bytes, retained: bool = False, now: float | None = None) -> str | None:
@@ -265,6 +304,8 @@ class FleetState:
                 changed = self._apply_status(device_id, document, retained, now)
             elif kind == "drift":
                 changed = self._apply_drift(device_id, model_name, document, now)
+            elif kind == "snapshot":
+                changed = self._apply_snapshot(device_id, model_name, document, now)
             else:
                 changed = self._apply_deploy(device_id, document, now)
         except UnknownDevice:
@@ -385,6 +426,18 @@ class FleetState:
                 self._track(device_id, model, now)
         return "drift"
 
+    def _apply_snapshot(self, device_id: str, model_name: str, document: dict, now: float) -> str:
+        """A retained snapshot may be older than this monitor: it does not make the device seen now."""
+        summary, jpeg = _parse_snapshot(document)
+        with self._lock:
+            device = self._device(device_id, now)
+            model = device.models.get(model_name)
+            if model is None:
+                model = device.models[model_name] = ModelState(model_name)
+            model.snapshot = summary
+        self.snapshots.put(device_id, model_name, jpeg)
+        return "snapshot"
+
     def _apply_deploy(self, device_id: str, document: dict, now: float) -> str:
         deploy = _parse_deploy(document)
         with self._lock:
@@ -405,6 +458,7 @@ class FleetState:
                 self._since.pop(key, None)
 
     def _forget(self, device_id: str) -> str | None:
+        self.snapshots.forget(device_id)
         with self._lock:
             gone = self._devices.pop(device_id, None)
             for key in [key for key in self._since if key[0] == device_id]:

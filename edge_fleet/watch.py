@@ -77,13 +77,14 @@ def build_table(devices: list[DeviceState], now: float, *, limit: int | None = N
     """The table of `devices` (already filtered and sorted); a model per line when a device runs several."""
     table = Table(title=title, expand=False, pad_edge=False, header_style="bold")
     for name, justify in (("device", "left"), ("state", "left"), ("group", "left"), ("model", "left"),
-                          ("backend", "left"), ("inf/s", "right"), ("p95 ms", "right"), ("drift", "left"),
+                          ("backend", "left"), ("inf/s", "right"), ("p95 ms", "right"), ("dropped", "right"),
+                          ("drift", "left"),
                           ("last seen", "right")):
         table.add_column(name, justify=justify, no_wrap=True)
     shown = devices if limit is None else devices[:max(limit, 0)]
     for device in shown:
         models = list(device.models.values())
-        model_cells, backend_cells, rate_cells, latency_cells, drift_cells = (Text() for _ in range(5))
+        model_cells, backend_cells, rate_cells, latency_cells, drift_cells, dropped_cells = (Text() for _ in range(6))
         for index, model in enumerate(models):
             sep = "\n" if index else ""
             model_cells.append(sep + model.name + (f" {model.version}" if model.version else ""))
@@ -92,6 +93,10 @@ def build_table(devices: list[DeviceState], now: float, *, limit: int | None = N
                                  style="bold yellow" if model.degraded else None)
             rate_cells.append(sep + _number(model.throughput_per_s))
             latency_cells.append(sep + _number(model.latency_p95_ms, digits=2))
+            # windows or frames the model had no time for (a camera's newest frame replaces a waiting one)
+            dropped_cells.append(sep + (str(model.dropped) if model.dropped else "-"))
+            if model.source_state and model.source_state not in ("connected", "playing", "finished"):
+                dropped_cells.append(f" {model.source_state}", style="bold red")
             drift = model.drift_state or "-"
             drift_cells.append(sep + drift + (f" ({', '.join(model.drift_top)})" if model.drift_top else ""),
                                style=DRIFT_STYLE.get(drift))
@@ -101,7 +106,8 @@ def build_table(devices: list[DeviceState], now: float, *, limit: int | None = N
         if device.problems:
             state.append(f" ({device.problems} bad msg)", style="magenta")
         table.add_row(device.device_id, state, device.group or "-", model_cells or "-", backend_cells or "-",
-                      rate_cells or "-", latency_cells or "-", drift_cells or "-", ago(device.last_seen, now))
+                      rate_cells or "-", latency_cells or "-", dropped_cells or "-", drift_cells or "-",
+                      ago(device.last_seen, now))
     hidden = len(devices) - len(shown)
     caption = f"{len(devices)} matching of {total} devices" if total is not None and total != len(devices) else ""
     if hidden:

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from edge_runtime.backends import backend_config_union
 from edge_runtime.card import Strict
 from edge_runtime.contract.broker import BrokerAddress, parse_broker_url
+from edge_runtime.snapshot import SnapshotConfig
 from edge_runtime.sources import source_config_union
 from edge_runtime.yaml_source import load_model
 
@@ -119,6 +120,8 @@ class ModelConfig(Strict):
     max_batch: int = Field(32, ge=1, description="windows run together when samples arrive faster than inference")
     queue_size: int = Field(1024, ge=1, description="windows waiting for inference; the oldest are dropped beyond")
     drift: DriftConfig = DriftConfig()
+    snapshot: SnapshotConfig | None = Field(
+        None, description="detectors: a JPEG of the frame, detections drawn, retained on snapshot/<model>")
     state_reset_gap_s: float | None = Field(
         None, gt=0, description="a model with state (card `state:`) starts it over after a pause longer than this "
         "between two windows; default: 4 hops of the stream")

@@ -43,6 +43,22 @@ log = logging.getLogger("edge_runtime.daemon")
 STOP_POLL_S = 0.2
 
 
+def source_health(source: Source | None, health: dict) -> dict:
+    """`{"source_health": ...}` for a source that reports its own state (a camera: connected or reconnecting,
+    frames decoded and delivered; the frames the model dropped come from the worker's count), else nothing."""
+    report = getattr(source, "health", None)
+    if not callable(report):
+        return {}
+    try:
+        found = report()
+    except Exception:  # health reporting must never take the stats down
+        log.exception("source health failed")
+        return {}
+    if isinstance(found.get("frames"), dict):
+        found["frames"]["dropped"] = health.get("dropped", 0)
+    return {"source_health": found}
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig):
         self.config = config
@@ -132,6 +148,10 @@ class Daemon:
         qos = self.config.publish.drift_qos
         self.link.publish(self.topics.drift(model), json.dumps(report).encode(), qos=qos)
 
+    def _publish_snapshot(self, model: str, payload: bytes) -> None:
+        """Retained: a dashboard that connects later sees the latest snapshot at once."""
+        self.link.publish(self.topics.snapshot(model), payload, qos=1, retain=True)
+
     def _publish_error(self, payload: bytes) -> None:
         self.link.publish(self.topics.errors, payload, qos=self.config.publish.errors_qos)
 
@@ -153,7 +173,7 @@ class Daemon:
             health = worker.health(advance=advance)
             drift = health.pop("drift")  # the key order of the document stays as it was: drift last
             models[name] = {**health, "source_finished": sources[name].finished if name in sources else None,
-                            "drift": drift}
+                            **source_health(sources.get(name), health), "drift": drift}
         link, errors = self.link, self.errors
         return {
             "ts": time.time(),
@@ -193,6 +213,7 @@ class Daemon:
                 self.models.add(ModelWorker(
                     model, model_config, publish=self._publish_predictions, reserve_seqs=self.spool.next_seqs,
                     errors=self.errors, publish_drift=self._publish_drift,
+                    publish_snapshot=self._publish_snapshot,
                 ))
             except BaseException:
                 model.close()

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +32,7 @@ from edge_runtime.feeds import STATE_GAP_HOPS, StreamState, run_stream
 from edge_runtime.metrics import ModelStats
 from edge_runtime.model_loader import LoadedModel
 from edge_runtime.postprocess import detections, predictions
+from edge_runtime.snapshot import SnapshotTaker
 from edge_runtime.stream import ImageFrame, InputRejected, SampleBlock
 from edge_runtime.window import Preprocessor, SlidingWindow
 
@@ -67,6 +68,7 @@ class ModelWorker:
         reserve_seqs: ReserveSeqs,
         errors: ErrorReporter,
         publish_drift: Callable[[str, dict], None] | None = None,
+        publish_snapshot: Callable[[str, bytes], None] | None = None,
     ):
         self.config = config
         self.name = model.name
@@ -80,7 +82,10 @@ class ModelWorker:
         queue_lock = threading.Lock()
         self._ready = threading.Condition(queue_lock)  # the worker waits for windows
         self._room = threading.Condition(queue_lock)  # a recorded source waits for space in the queue
-        self._backpressure = config.source.type in RECORDED_SOURCES
+        # a source may say so itself: a video file played as fast as the model goes waits like a replay
+        self._backpressure = config.source.type in RECORDED_SOURCES or getattr(config.source, "waits_for_model", False)
+        # a live camera: the queue is a one-frame mailbox, a newer frame replaces the waiting one (counted, no error)
+        self._latest_frame = bool(getattr(config.source, "latest_frame", False))
         self._queue: deque[_Pending] = deque()
         self._stopping = False
         self._drain = True
@@ -93,6 +98,17 @@ class ModelWorker:
         self.capacity = config.queue_size
         if isinstance(self.card.input, ImageInput):
             self.capacity = min(config.queue_size, IMAGE_QUEUE_MAX)
+        if self._latest_frame:
+            self.capacity = 1
+        # detectors: what was found, by label, and the optional snapshots (a frame with its detections drawn)
+        self._publish_snapshot = publish_snapshot
+        self.detections = Counter()
+        self.frames_with_detections = 0
+        self.snapshots = None
+        if config.snapshot is not None:
+            if not self.card.is_detector:
+                raise ValueError(f"model {self.name}: `snapshot:` is for detectors (card output kind: detection)")
+            self.snapshots = SnapshotTaker(config.snapshot)
 
     # -- model --------------------------------------------------------------------------------------------------
     def _install(self, model: LoadedModel) -> None:
@@ -224,6 +240,8 @@ class ModelWorker:
                 self._ready.notify()
         if dropped:
             self.stats.count_dropped(dropped)
+            if self._latest_frame:  # by design: the model runs on the newest frame, the stats count the rest
+                return
             self._report("queue_full", f"{dropped} window(s) dropped: inference is slower than the stream (queue "
                                        f"size {capacity})")
 
@@ -356,11 +374,33 @@ class ModelWorker:
             self._failed("publish_failed", exc, len(batch))
             return
         self.stats.record_batch(len(batch), inference_ms, latencies)
-        if isinstance(card.input, TimeSeriesInput | FeatureInput):
+        if decoder is not None:
+            self._after_detections(batch, results, seqs)
+        if drift.enabled:  # time series, features, and (frame statistics) images and audio
             try:
                 drift.observe([item.data for item in batch], results)
             except Exception as exc:  # drift watches the stream; it must never stop it
                 self._failed("drift_failed", exc, 0)
+
+    def _after_detections(self, batch: list[_Pending], results: list[dict], seqs: range) -> None:
+        """Count what a detector found, by label, and take a snapshot when one is asked for and due."""
+        for result in results:
+            found = result["detections"]
+            self.frames_with_detections += bool(found)
+            self.detections.update(detection["label"] for detection in found)
+        if self.snapshots is None or self._publish_snapshot is None:
+            return
+        for seq, item, result in zip(seqs, batch, results, strict=True):
+            trigger = self.snapshots.trigger(result["detections"])
+            if trigger is None:
+                continue
+            try:
+                document = self.snapshots.take(item.data.pixels, result["detections"], trigger, model=self.name,
+                                               seq=seq, ts=item.ts, channel_order=self.card.input.channel_order)
+                if document is not None:
+                    self._publish_snapshot(self.name, json.dumps(document).encode())
+            except Exception as exc:  # a snapshot is a courtesy: it never stops the stream
+                self._failed("snapshot_failed", exc, 0)
 
     def _failed(self, reason: str, exc: Exception, windows: int) -> None:
         first = reason not in self._logged  # a traceback the first time; a failure that repeats is one line each
@@ -411,8 +451,16 @@ class ModelWorker:
             "degraded_reason": choice.reason,
             "source": self.config.source.type,
             **({"state": self.stream_state.describe()} if self.stream_state is not None else {}),
+            **({"detections": self._detection_health()} if self.decoder is not None else {}),
             "drift": self.drift.summary(),
         }
+
+    def _detection_health(self) -> dict:
+        """Detector counters for `stats`: frames with something found, detections by label, snapshots."""
+        health = {"frames_with_detections": self.frames_with_detections, "by_label": dict(self.detections)}
+        if self.snapshots is not None:
+            health["snapshots"] = self.snapshots.describe()
+        return health
 
     def describe(self) -> dict:
         return {**self.model.describe(), "source": self.config.source.type,

@@ -33,6 +33,7 @@ from edge_runtime.contract.documents import (
     ErrorDocument,
     ModelDescription,
     PredictionDocument,
+    SnapshotDocument,
     StatsDocument,
     StatusDocument,
     command_result,
@@ -50,7 +51,8 @@ __all__ = [
     "DEPLOY_FINAL", "DEPLOY_STATES", "DEVICE_STATES", "FLEET_KINDS", "MESSAGES", "STATUS_SCHEMA",
     "TOPIC_LEVEL", "BrokerAddress", "BrokerUrlError", "CommandRequest", "CommandResult", "DeployRequest",
     "DeployStatusDocument", "DeviceTopics", "DriftDocument", "ErrorDocument", "FleetTopics", "Message",
-    "ModelDescription", "PredictionDocument", "StatsDocument", "StatusDocument", "command_result", "deploy_refused",
+    "ModelDescription", "PredictionDocument", "SnapshotDocument", "StatsDocument", "StatusDocument",
+    "command_result", "deploy_refused",
     "deploy_status", "error_document", "kind_of", "offline_will", "parse_broker_url", "parse_command_request",
     "status_document",
 ]

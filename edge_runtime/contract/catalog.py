@@ -35,6 +35,7 @@ MESSAGES: tuple[Message, ...] = (
     Message(_device.stats, "device -> fleet", 0, False, "StatsDocument", d.STATS_SCHEMA),
     Message(_device.drift("<model>"), "device -> fleet", 1, False, "DriftDocument", d.DRIFT_SCHEMA),
     Message(_device.predictions("<model>"), "device -> fleet", 1, False, "PredictionDocument", d.PREDICTION_SCHEMA),
+    Message(_device.snapshot("<model>"), "device -> fleet", 1, True, "SnapshotDocument", d.SNAPSHOT_SCHEMA),
     Message(_device.errors, "device -> fleet", 0, False, "ErrorDocument", d.ERROR_SCHEMA),
     Message(_device.command_result("<name>"), "device -> fleet", 1, False, "CommandResult", d.COMMAND_RESULT_SCHEMA),
     Message(_device.deploy_status, "device -> fleet", 1, False, "DeployStatusDocument", d.DEPLOY_STATUS_SCHEMA),

@@ -25,6 +25,7 @@ STATUS_SCHEMA = 1
 STATS_SCHEMA = 1
 PREDICTION_SCHEMA = 1
 DRIFT_SCHEMA = 1
+SNAPSHOT_SCHEMA = 1
 ERROR_SCHEMA = 1
 #: 2: a request is a signed envelope (contract/control.py) whose claims carry the arguments; 1 was plain JSON
 COMMAND_REQUEST_SCHEMA = 2
@@ -110,6 +111,8 @@ class ModelStatsDocument(TypedDict, total=False):
     degraded_reason: str | None
     source: str
     source_finished: bool | None
+    source_health: dict[str, Any]  # camera / microphone: state, connects, attempts, last_error, frames or overruns
+    detections: dict[str, Any]  # detectors: frames_with_detections, by_label, snapshots
     drift: dict[str, Any]  # state, top_channels (and reasons)
 
 
@@ -151,6 +154,24 @@ class DriftDocument(TypedDict, total=False):
     top_channels: list[str]
     missing_share: float
     reasons: list[str]
+
+
+# -- snapshots: <prefix>/<device>/snapshot/<model>, retained (built by edge_runtime/snapshot.py) ------------------
+class SnapshotDocument(TypedDict, total=False):
+    """The latest frame a detector took a snapshot of: `jpeg` is the base64 JPEG (`width` x `height`, at most the
+    model's `max_bytes`) with every detection drawn; boxes in `detections` are in the source `frame`'s pixels;
+    `trigger` is the detection that asked for it; `seq` is the prediction's."""
+
+    ts: float
+    model: str
+    seq: int
+    trigger: dict[str, Any]
+    detections: list[dict[str, Any]]
+    frame: dict[str, int]  # width, height of the source frame
+    width: int
+    height: int
+    bytes: int
+    jpeg: str
 
 
 # -- errors: <prefix>/<device>/errors -----------------------------------------------------------------------------

@@ -5,6 +5,7 @@
     <prefix>/<device>/errors                rejected inputs and failures, rate-limited
     <prefix>/<device>/predictions/<model>   one message per window
     <prefix>/<device>/drift/<model>         drift reports
+    <prefix>/<device>/snapshot/<model>      retained; the latest JPEG a detector took, detections drawn
     <prefix>/<device>/cmd/<name>            commands -> <prefix>/<device>/cmd/<name>/result
     <prefix>/<device>/deploy/request        retained; a bundle to fetch -> <prefix>/<device>/deploy/status
     <prefix>/bundles/<sha256>/chunk/<index> retained; the chunks of a deployed bundle
@@ -23,8 +24,8 @@ from typing import Literal
 TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEFAULT_PREFIX = "edge"
 #: the kinds of device message a fleet monitor reads
-FleetKind = Literal["status", "stats", "drift", "deploy"]
-FLEET_KINDS: tuple[FleetKind, ...] = ("status", "stats", "drift", "deploy")
+FleetKind = Literal["status", "stats", "drift", "deploy", "snapshot"]
+FLEET_KINDS: tuple[FleetKind, ...] = ("status", "stats", "drift", "deploy", "snapshot")
 
 
 class DeviceTopics:
@@ -49,6 +50,9 @@ class DeviceTopics:
 
     def drift(self, model: str) -> str:
         return f"{self.base}/drift/{model}"
+
+    def snapshot(self, model: str) -> str:
+        return f"{self.base}/snapshot/{model}"
 
     def command(self, name: str) -> str:
         return f"{self.base}/cmd/{name}"
@@ -91,6 +95,10 @@ class FleetTopics:
     def deploy_status_filter(self) -> str:
         return f"{self.prefix}/+/deploy/status"
 
+    @property
+    def snapshot_filter(self) -> str:
+        return f"{self.prefix}/+/snapshot/+"
+
     # -- what `edge-fleet deploy` publishes ----------------------------------------------------------------------
     def deploy_request(self, device_id: str) -> str:
         return f"{self.prefix}/{device_id}/deploy/request"
@@ -105,8 +113,8 @@ class FleetTopics:
 
     # -- from a topic back to what it is (the monitor's fast path) ---------------------------------------------
     def parse(self, topic: str) -> tuple[str, FleetKind, str | None] | None:
-        """(device id, kind, model or None) of a status, stats, drift or deploy-status topic under this prefix;
-        None for any other topic."""
+        """(device id, kind, model or None) of a status, stats, drift, snapshot or deploy-status topic under this
+        prefix; None for any other topic."""
         if not topic.startswith(self._lead):
             return None
         parts = topic[len(self._lead):].split("/")
@@ -122,11 +130,13 @@ class FleetTopics:
             return parts[0], "deploy", None
         if kind == "drift" and parts[2]:
             return parts[0], "drift", parts[2]
+        if kind == "snapshot" and parts[2]:
+            return parts[0], "snapshot", parts[2]
         return None
 
 
 def kind_of(topic: str) -> FleetKind | None:
-    """status | stats | drift | deploy from the topic's shape alone (cheaper than `FleetTopics.parse`, for
+    """status | stats | drift | deploy | snapshot from the topic's shape alone (cheaper than `FleetTopics.parse`, for
     counting what a monitor receives)."""
     if topic.endswith("/stats"):
         return "stats"
@@ -134,4 +144,6 @@ def kind_of(topic: str) -> FleetKind | None:
         return "deploy" if topic.endswith("/deploy/status") else "status"
     if "/drift/" in topic:
         return "drift"
+    if "/snapshot/" in topic:
+        return "snapshot"
     return None

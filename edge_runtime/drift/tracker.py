@@ -12,10 +12,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge_runtime.card import FeatureInput, ModelCard, TimeSeriesInput
+from edge_runtime.card import AudioInput, FeatureInput, ImageInput, ModelCard, TimeSeriesInput
 from edge_runtime.config import DriftConfig
 from edge_runtime.drift.monitor import LEVELS, DriftMonitor, Thresholds
 from edge_runtime.drift.reference import DriftReference
+from edge_runtime.drift.sensor import (
+    DEFAULT_BOUNDS,
+    DEFAULT_STUCK_RUN,
+    SensorDriftMonitor,
+    audio_statistics,
+    image_statistics,
+)
 
 
 class DriftTracker:
@@ -27,8 +34,12 @@ class DriftTracker:
         self._lock = threading.Lock()
         self._level = 0
         self._first = True
-        self.monitor: DriftMonitor | None = None
+        self.monitor: DriftMonitor | SensorDriftMonitor | None = None
         self.unavailable: str | None = None
+        self._sensor = isinstance(card.input, ImageInput | AudioInput)
+        if self._sensor:  # cameras and microphones: frame statistics against their calibrated ranges
+            self._start_sensor(reference, card, config)
+            return
         section = (reference or {}).get("drift")
         spec = card.input
         if not config.enabled:
@@ -57,23 +68,54 @@ class DriftTracker:
         self._std = np.asarray(normalize.std, dtype=np.float64) if normalize else 1.0
         self._features = isinstance(spec, FeatureInput)
 
+    def _start_sensor(self, reference: dict, card: ModelCard, config: DriftConfig) -> None:
+        section = (reference or {}).get("sensor_drift")
+        if not config.enabled:
+            self.unavailable = "disabled in the config"
+        elif section is None:
+            self.unavailable = (f"the bundle has no {card.input.kind} drift reference (convert it again with "
+                                "calibration data)")
+        if self.unavailable:
+            return
+        bounds = config.thresholds.get("out_of_range")
+        self.monitor = SensorDriftMonitor(
+            section, bounds=(bounds.warning, bounds.drift) if bounds is not None else DEFAULT_BOUNDS,
+            stuck_run=config.stuck_run or DEFAULT_STUCK_RUN)
+        self._channel_order = card.input.channel_order if isinstance(card.input, ImageInput) else None
+
     @property
     def enabled(self) -> bool:
         return self.monitor is not None
 
+    def _observe_sensor(self, raw: list, results: list[dict]) -> None:
+        """Frames (ImageFrame) or audio windows [window, 1]: their statistics, and a detector's detections."""
+        for data, result in zip(raw, results, strict=True):
+            if self._channel_order is not None:
+                statistics = image_statistics(data.pixels, self._channel_order)
+            else:
+                statistics = audio_statistics(data)
+            self.monitor.update(statistics, result.get("detections"))
+
+    def _observe_stream(self, raw: list[np.ndarray], results: list[dict]) -> None:
+        for data, result in zip(raw, results, strict=True):
+            if self._features:
+                samples = np.asarray(data, dtype=np.float64)[None]
+            else:  # a window adds `hop` new samples to the stream; the very first one adds all of its samples
+                samples = np.asarray(data if self._first else data[-self.hop :], dtype=np.float64)
+            self._first = False
+            self.monitor.update((samples - self._mean) / self._std, result.get("class", 0), result.get("score"))
+
     def observe(self, raw: list[np.ndarray], results: list[dict]) -> None:
-        """The raw windows (or feature rows) of one batch and their predictions; publishes on a state change."""
+        """The raw windows (or feature rows, frames) of one batch and their predictions; publishes on a state
+        change."""
         if self.monitor is None:
             return
         report = None
         with self._lock:
-            for data, result in zip(raw, results, strict=True):
-                if self._features:
-                    samples = np.asarray(data, dtype=np.float64)[None]
-                else:  # a window adds `hop` new samples to the stream; the very first one adds all of its samples
-                    samples = np.asarray(data if self._first else data[-self.hop :], dtype=np.float64)
-                self._first = False
-                self.monitor.update((samples - self._mean) / self._std, result.get("class", 0), result.get("score"))
+            if self._sensor:
+                self._observe_sensor(raw, results)
+            else:
+                self._observe_stream(raw, results)
             level = self.monitor.level()
             if level != self._level:
                 self._level = level

@@ -53,10 +53,10 @@ def stats(device: str, seq: int) -> bytes:
 
 def test_subscriptions_share_only_the_high_rate_topics():
     assert subscriptions("edge", None) == [("edge/+/status", 1), ("edge/+/stats", 1), ("edge/+/drift/+", 1),
-                                           ("edge/+/deploy/status", 1)]
+                                           ("edge/+/deploy/status", 1), ("edge/+/snapshot/+", 1)]
     shared = [topic for topic, _ in subscriptions("edge", "dash")]
     assert shared == ["edge/+/status", "$share/dash/edge/+/stats", "$share/dash/edge/+/drift/+",
-                      "$share/dash/edge/+/deploy/status"]
+                      "$share/dash/edge/+/deploy/status", "edge/+/snapshot/+"]
     with pytest.raises(ValueError):
         FleetMonitor("mqtt://127.0.0.1:1", FleetState(), share_group="a/b")
 
@@ -137,7 +137,8 @@ def test_garbage_over_the_wire_is_counted(broker):
                                 ("edge/pi-01/predictions/m", b"{}", False)])
             assert wait_for(lambda: state.snapshot()["unknown_schema"] == 1 and monitor.stats()["garbage"] == 1, 10)
             assert state.device("pi-01").problems == 2
-            assert monitor.stats()["received"] == {"status": 2, "stats": 1, "drift": 0, "deploy": 0}
+            assert monitor.stats()["received"] == {"status": 2, "stats": 1, "drift": 0, "deploy": 0,
+                                                     "snapshot": 0}
     finally:
         publisher.close()
 

@@ -68,10 +68,12 @@ def test_the_status_schema_version_on_the_wire_is_the_contracts():
 def test_the_monitors_subscriptions_are_documented():
     text = DOC.read_text().split("## Monitors", 1)[1]
     topics = FleetTopics("edge")
-    for topic in (topics.status_filter, topics.stats_filter, topics.drift_filter, topics.deploy_status_filter):
+    for topic in (topics.status_filter, topics.stats_filter, topics.drift_filter, topics.deploy_status_filter,
+                  topics.snapshot_filter):
         assert f"`{topic}`" in text, topic
     assert [topic for topic, _ in subscriptions("edge", None)] == [
-        topics.status_filter, topics.stats_filter, topics.drift_filter, topics.deploy_status_filter]
+        topics.status_filter, topics.stats_filter, topics.drift_filter, topics.deploy_status_filter,
+        topics.snapshot_filter]
     assert "`$share/<group>/edge/+/stats`" in text
 
 

@@ -245,6 +245,7 @@ def test_device_stats_snapshot_without_advance_keeps_the_cpu_reference(monkeypat
 class StatsWorker:
     health = ModelWorker.health  # the real health report, over the fake's attributes
     stream_state = None  # not a recurrent model
+    decoder = None  # not a detector
 
     def __init__(self, stats):
         self.stats = stats

@@ -17,7 +17,7 @@ from edge_runtime.sources.serial import SerialSourceConfig
 from edge_runtime.sources.synthetic import SyntheticSourceConfig
 
 REPO = Path(__file__).resolve().parents[3]
-BUILT_IN = ["mqtt", "replay", "iio", "serial", "synthetic", "folder"]
+BUILT_IN = ["mqtt", "replay", "iio", "serial", "synthetic", "folder", "camera", "audio"]
 
 
 def test_discovery_finds_every_built_in_source_in_listing_order():
@@ -36,8 +36,8 @@ def test_every_source_module_has_its_class(type_name):
 
 
 def test_unknown_type_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown source type 'camera'; known: folder, iio, mqtt"):
-        source_class("camera")
+    with pytest.raises(ValueError, match="unknown source type 'webcam'; known: audio, camera, folder, iio, mqtt"):
+        source_class("webcam")
 
 
 def test_serial_without_pyserial_says_what_to_install(monkeypatch, make_context):

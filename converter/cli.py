@@ -88,8 +88,9 @@ def _run_convert(argv: list[str], console: Console, errors: Console) -> int:
         print(json.dumps(result.report.as_dict(), indent=2))
     else:
         render_report(result.report.as_dict(), console)
+        extras = "".join(f" + {entry.path} for the {entry.accelerator}" for entry in result.manifest.accelerated)
         console.print(
-            f"wrote {options.output} ({result.manifest.model.precision}, {result.manifest.model.format})",
+            f"wrote {options.output} ({result.manifest.model.precision}, {result.manifest.model.format}{extras})",
             markup=False,
             highlight=False,
         )

@@ -1,6 +1,8 @@
 """The conversion pipeline: a front end checks the model and loads the data, then a list of named passes runs.
 
-    check (front end) -> fuse -> prune -> quantize -> measure -> select -> verify -> reference -> package
+    check (front end) -> fuse -> prune -> quantize -> measure -> select -> verify -> npu -> reference -> package
+
+(npu builds a .rknn for a board with a Rockchip NPU, next to the CPU model; converter/passes/npu.py)
 
 Every pass is a function of the shared context (converter/conversion.py); the graph passes wrap a graph-to-graph
 function of converter/passes/ and verify their output against the original model on real data, so the report can
@@ -25,6 +27,7 @@ from converter.pass_errors import PassFailed, pass_failures
 from converter.passes.check import detect_format
 from converter.passes.fuse import fuse_pass
 from converter.passes.measure import measure_pass
+from converter.passes.npu import npu_pass
 from converter.passes.package import package_pass
 from converter.passes.prune import parse_prune, prune_pass
 from converter.passes.quantize import quantize_pass
@@ -58,6 +61,7 @@ PASSES: tuple[Pass, ...] = (
     Pass("measure", measure_pass),  # off with --no-latency
     Pass("select", select_pass),
     Pass("verify", verify_pass, optional=True, skipped="skipped (--skip): gate not enforced"),
+    Pass("npu", npu_pass, optional=True, skipped="skipped (--skip): no NPU model", formats=frozenset({ONNX})),
     Pass("reference", reference_pass, optional=True),
     Pass("package", package_pass),
 )

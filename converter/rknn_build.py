@@ -55,7 +55,8 @@ def run_job(job: dict[str, Any], result: dict[str, Any]) -> None:
             ("config", lambda: rknn.config(mean_values=job["mean_values"], std_values=job["std_values"],
                                            target_platform=job["target_platform"])),
             ("load_onnx", lambda: rknn.load_onnx(model=job["onnx"], inputs=names, input_size_list=shapes)),
-            ("build", lambda: rknn.build(do_quantization=True, dataset=job["dataset"])),
+            ("build", lambda: rknn.build(do_quantization=True, dataset=job["dataset"],
+                                         auto_hybrid=bool(job.get("auto_hybrid")))),
             ("export_rknn", lambda: rknn.export_rknn(job["rknn"])),
             ("init_runtime", lambda: rknn.init_runtime()),  # no target: the simulator
         )

@@ -54,6 +54,8 @@ class RknnJob:
     target_platform: str
     mean_values: list[list[float]]
     std_values: list[list[float]]
+    #: the toolkit's automatic hybrid quantization: layers whose output loses cosine stay in float16
+    auto_hybrid: bool = False
 
 
 @dataclass
@@ -127,6 +129,7 @@ def run_build(python: Path, job: RknnJob, timeout_s: float = TIMEOUT_S) -> RknnB
             "target_platform": job.target_platform,
             "mean_values": job.mean_values,
             "std_values": job.std_values,
+            "auto_hybrid": job.auto_hybrid,
             "dataset": str(_calibration_list(folder, job)),
             "samples": str(folder / "samples.npz"),
             "rknn": str(folder / "model.rknn"),

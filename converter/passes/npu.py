@@ -10,7 +10,8 @@ bundle is said in the report's `npu` section, the bundle then runs on the CPU:
 - no toolchain (`make toolchain-rknn` makes it): one line saying how to get it;
 - a model the toolkit cannot build (an operator it rejects, a dynamic graph): the step that failed and the
   operators it named;
-- a simulated model that loses more than the budget (unless `--skip verify`);
+- a simulated model that loses more than the budget (unless `--skip verify`), also when rebuilt with the toolkit's
+  automatic hybrid quantization (the layers that lose most in float16), which is tried when int8 alone does;
 - models with a recurrent state or non-float inputs, which this pass does not build for the NPU.
 
 Normalisation: the daemon applies the card's (`normalize`, an image's `scale`) before every backend, and the data
@@ -29,6 +30,9 @@ from converter.package import AcceleratedContents
 from converter.rknn_toolchain import RknnBuild, RknnJob, find_toolchain, run_build
 
 STAGE = "rknn (simulator)"
+#: builds tried in order until one is within the accuracy budget: (report row, precision, auto_hybrid); the
+#: toolkit's automatic hybrid quantization keeps in float16 the layers whose outputs lose the most
+TRIALS = ((STAGE, "int8", False), ("rknn hybrid (simulator)", "mixed", True))
 #: calibration samples given to the toolkit (it needs tens to a few hundred; each is a file and a simulator run)
 MAX_CALIBRATION = 128
 NORMALISATION = ("applied by the daemon before every backend, as for the CPU model; the toolkit's mean/std are the "
@@ -41,42 +45,51 @@ def npu_pass(conversion: Conversion[Any]) -> None:
         return
     report = conversion.report
     accelerator = f"{rknn.target_platform} NPU"
-    report.npu = {"accelerator": accelerator, "status": "", "reason": "", "operators": []}
+    report.npu = {"accelerator": accelerator, "status": "", "reason": "", "operators": [], "trials": []}
     job, unsuitable = _job(conversion)
     python, missing = find_toolchain()
     if unsuitable or python is None:
         _not_built(conversion, unsuitable or missing)
         return
-    build = run_build(python, job)
-    report.npu["toolkit"] = build.toolkit
-    if not build.ok:
-        report.npu["operators"] = build.operators
-        _not_built(conversion, f"rknn-toolkit2 failed at {build.step}: {build.error}")
-        return
-    evaluated = len(conversion.data.verify)
-    simulated = {name: value[:evaluated] for name, value in build.simulated.items()}
-    golden = {name: value[evaluated:] for name, value in build.simulated.items()}
-    problem = _shape_problem(conversion, simulated)
-    if problem:
-        _not_built(conversion, problem)
-        return
-    shape = StageShape(len(build.rknn), conversion.engine.describe(conversion.float_model).nodes,
-                       note=f"{accelerator}, {build.toolkit} simulator")
-    conversion.add_stage(STAGE, build.rknn, "int8", simulated, shape=shape)
-    report.npu["normalisation"] = NORMALISATION
-    report.npu["performance"] = _performance(build)
-    loss, budget = conversion.loss(STAGE), conversion.options.max_accuracy_drop
-    if loss > budget and conversion.gate_enforced:
-        report.npu["status"] = "not bundled"
-        report.npu["reason"] = (f"in the simulator it loses {loss * 100:.2f} points against the original, more than "
-                                f"the {budget * 100:.2f} allowed; the bundle runs on the CPU")
-        report.passes["npu"] = "not bundled (over the accuracy budget)"
-        report.notes.append(f"{accelerator}: the .rknn is not bundled: {report.npu['reason']}")
-        return
-    conversion.accelerated.append(AcceleratedContents(build.rknn, "rknn", accelerator, "int8", golden))
-    report.npu["status"] = "bundled (model.rknn)"
-    report.npu["reason"] = f"verified in the simulator: {loss * 100:.2f} points lost, allowed {budget * 100:.2f}"
-    report.passes["npu"] = "ran"
+    budget = conversion.options.max_accuracy_drop
+    for stage, precision, hybrid in TRIALS:
+        job.auto_hybrid = hybrid
+        build = run_build(python, job)
+        report.npu["toolkit"] = build.toolkit
+        if not build.ok:
+            if not report.npu["trials"]:  # the plain int8 build failed: nothing to bundle
+                report.npu["operators"] = build.operators
+                _not_built(conversion, f"rknn-toolkit2 failed at {build.step}: {build.error}")
+                return
+            report.npu["trials"].append({"stage": stage, "error": f"{build.step}: {build.error}"})
+            break
+        evaluated = len(conversion.data.verify)
+        simulated = {name: value[:evaluated] for name, value in build.simulated.items()}
+        golden = {name: value[evaluated:] for name, value in build.simulated.items()}
+        problem = _shape_problem(conversion, simulated)
+        if problem:
+            _not_built(conversion, problem)
+            return
+        shape = StageShape(len(build.rknn), conversion.engine.describe(conversion.float_model).nodes,
+                           note=f"{accelerator}, {build.toolkit} simulator")
+        conversion.add_stage(stage, build.rknn, precision, simulated, shape=shape)
+        loss = conversion.loss(stage)
+        report.npu["trials"].append({"stage": stage, "loss": round(loss, 6)})
+        report.npu["normalisation"] = NORMALISATION
+        report.npu["performance"] = _performance(build)
+        if loss <= budget or not conversion.gate_enforced:
+            conversion.accelerated.append(AcceleratedContents(build.rknn, "rknn", accelerator, precision, golden))
+            report.npu["status"] = "bundled (model.rknn)"
+            report.npu["reason"] = (f"{stage}: {loss * 100:.2f} points lost against the original, allowed "
+                                    f"{budget * 100:.2f}")
+            report.passes["npu"] = "ran"
+            return
+    lost = ", ".join(f"{trial['stage']} {trial['loss'] * 100:.2f}" for trial in report.npu["trials"] if "loss" in trial)
+    report.npu["status"] = "not bundled"
+    report.npu["reason"] = (f"in the simulator it loses more than the {budget * 100:.2f} points allowed (points "
+                            f"lost: {lost}); the bundle runs on the CPU")
+    report.passes["npu"] = "not bundled (over the accuracy budget)"
+    report.notes.append(f"{accelerator}: the .rknn is not bundled: {report.npu['reason']}")
 
 
 def _not_built(conversion: Conversion[Any], reason: str) -> None:

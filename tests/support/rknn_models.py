@@ -34,3 +34,12 @@ def with_unique(model_path: Path, out_path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, out_path)
     return out_path
+
+
+def require_toolchain() -> None:
+    """The `rknn` tests need the toolchain `make test-rknn` builds; without it they fail with that command, they are
+    never skipped (a skipped tier would pass CI having checked nothing)."""
+    from converter.rknn_toolchain import find_toolchain
+
+    python, why = find_toolchain()
+    assert python is not None, why

@@ -20,7 +20,7 @@ from tests.support.ocr_images import CLS_MEAN, CLS_STD, direction_crops
 from tests.support.rknn_models import require_toolchain, with_unique
 from tests.support.third_party import model_path
 
-pytestmark = pytest.mark.rknn
+pytestmark = [pytest.mark.rknn, pytest.mark.slow]
 STAGE = "rknn (simulator)"
 
 

@@ -16,7 +16,7 @@ from tests.support.broker import Collector
 from tests.support.daemon import DaemonProcess, messages, wait_until, write_config
 from tests.support.rknn_models import require_toolchain
 
-pytestmark = pytest.mark.rknn
+pytestmark = [pytest.mark.rknn, pytest.mark.slow]
 DEVICE = "rk-01"
 SENSOR_TOPIC = "sensors/rk-01/imu"
 

@@ -10,7 +10,7 @@ DEMO   := .cache/demo
 # tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
 DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test test-unit test-all test-arm64 arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-sensors \
+.PHONY: demo test test-unit test-all test-arm64 test-rknn toolchain-rknn arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-sensors \
 	broker browser clean soak
 
 $(STAMP): pyproject.toml
@@ -64,10 +64,24 @@ firmware-tools:
 	  dpkg -x cloud-init_*.deb ../cloud-init && cd .. && rm -rf deb )
 
 test: lint broker browser device-venv third-party firmware-tools
-	$(BIN)/pytest -q -m "not arm64"
+	$(BIN)/pytest -q -m "not arm64 and not rknn"
 
 # Everything CI runs (.ci/run): the default suite and the long tiers that have their own targets.
-test-all: test test-arm64
+test-all: test test-arm64 test-rknn
+
+# The RKNN workstation toolchain (rknn-toolkit2 2.5.0, x86_64) in its own environment: its pins (numpy<=1.26.4,
+# onnx<=1.18, protobuf<=4.25.4) cannot share the converter's. `edge-convert --target rk3588` finds it here (or at
+# $EDGE_RKNN_TOOLCHAIN) and runs the toolkit in it as a subprocess. About a minute and 1.5 GB (torch included).
+RKNN_TOOLCHAIN := .cache/toolchains/rknn
+$(RKNN_TOOLCHAIN)/.installed: scripts/rknn_toolchain.sh
+	scripts/rknn_toolchain.sh $(RKNN_TOOLCHAIN) $(PYTHON)
+
+toolchain-rknn: $(RKNN_TOOLCHAIN)/.installed
+
+# Conversions for the RK3588 NPU, verified in rknn-toolkit2's simulator, and the daemon's fallback to the CPU
+# (tests marked `rknn`, which `make test` deselects).
+test-rknn: toolchain-rknn third-party broker
+	$(BIN)/pytest -q -m rknn
 
 # The device install on emulated aarch64 (tests/arm64, README "ARM without a board"): qemu-user runs Debian's arm64
 # python3.11 on the aarch64 wheels; scripts/arm64_sysroot.sh builds both once into .cache/arm64 (apt and pip).

@@ -7,6 +7,10 @@ interleaved runs, so all of them share the machine's state), accuracy on the hel
 QuantizeLinear/DequantizeLinear nodes left in onnxruntime's optimized graph. The peer is what a user would try by
 hand: `quantize_static(model, out, reader)` with every argument left at its default. edge-convert runs twice: with
 the int8 region fixed to the board's operator list (what it did before the region was measured) and as it is.
+
+The rk3588 rows convert each model for the RK3588 with its NPU model (`make toolchain-rknn`): the int8 ONNX the
+board runs on its CPU and the .rknn, both judged against the original on the held-out split, the .rknn in
+rknn-toolkit2's simulator; and the toolkit's performance estimate, if it gives one without a board.
 """
 
 from __future__ import annotations
@@ -109,6 +113,50 @@ def bench_sample(name: str, target: str, console: Console) -> list[dict]:
     return rows
 
 
+def bench_rk3588(name: str) -> dict:
+    """Fidelity of the rk3588 bundle's CPU model and of its .rknn in the simulator, from the conversion report."""
+    sample = build_sample(name)
+    with tempfile.TemporaryDirectory(prefix="bench-rk3588-") as folder:
+        options = ConvertOptions(model=sample.onnx_path, output=Path(folder) / f"{name}.bundle", target="rk3588",
+                                 card=sample.card_path, calibration=sample.calibration_path,
+                                 evaluation=sample.eval_path, measure_latency=False)
+        report = convert(options, Console(stderr=True, quiet=True)).report
+    stages = {row.stage: row for row in report.stages}
+    npu = report.npu
+    rknn = next((row for stage, row in stages.items() if stage.startswith("rknn")), None)
+    return {"model": name, "cpu": stages[report.final_stage], "original": report.stages[0], "rknn": rknn,
+            "status": npu.get("status", "no NPU section"), "reason": npu.get("reason", ""),
+            "performance": npu.get("performance", "-"), "toolkit": npu.get("toolkit", "-")}
+
+
+def render_rk3588(rows: list[dict]) -> str:
+    lines = [
+        "",
+        "RK3588 (`--target rk3588`): the CPU model the board falls back to, and the .rknn run in rknn-toolkit2's "
+        "simulator on the same held-out samples (simulator outputs, not board timings: no latency here).",
+        "",
+        "| model | stage | size | accuracy | Δ accuracy (pt) | top-1 agreement | cosine | .rknn |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        original = row["original"]
+        rknn_label = row["rknn"].stage if row["rknn"] else "rknn"
+        for label, stage in (("int8 ONNX (CPU)", row["cpu"]), (rknn_label, row["rknn"])):
+            if stage is None:
+                lines.append(f"| {row['model']} | {label} | - | - | - | - | - | {row['status']}: {row['reason']} |")
+                continue
+            verdict = row["status"] if label != "int8 ONNX (CPU)" else ""
+            lines.append(
+                f"| {row['model']} | {label} | {stage.size_bytes / 1024:.1f} KiB | {stage.accuracy * 100:.2f}% "
+                f"| {(stage.accuracy - original.accuracy) * 100:+.2f} | {stage.agreement * 100:.2f}% "
+                f"| {stage.cosine_mean:.5f} | {verdict} |"
+            )
+    toolkits = sorted({row["toolkit"] for row in rows})
+    performance = sorted({row["performance"] for row in rows})
+    lines += ["", f"Toolkit: {', '.join(toolkits)}. Performance estimate: {'; '.join(performance)}"]
+    return "\n".join(lines)
+
+
 def _region(region: dict) -> str:
     if not region:
         return ""
@@ -165,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="x86_64")
     parser.add_argument("--models", default="digits,activity")
     parser.add_argument("--write", type=Path, help="replace the converter section of this markdown file")
+    parser.add_argument("--no-rk3588", action="store_true", help="leave out the RK3588 NPU rows")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     rows = []
@@ -172,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_sample(name.strip(), args.target, console)
     command = "python benchmarks/convert.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = render(rows, command.strip(), args.target)
+    if not args.no_rk3588:
+        text += "\n" + render_rk3588([bench_rk3588(name.strip()) for name in args.models.split(",")])
     print(text)
     if args.write:
         write_section(args.write, text)

@@ -2,7 +2,7 @@
 
 edge-convert MODEL -o OUT.bundle --target BOARD [--card CARD.yaml] [--calibration DATA.npz] [--eval DATA.npz]
              [--quantize auto|int8|fp16|none] [--max-accuracy-drop 0.005] [--prune RATIO|auto]
-             [--sign-key KEY] [--skip PASSES]
+             [--sign-key KEY] [--skip PASSES] [--edgetpu-model MODEL_edgetpu.tflite]
 edge-convert inspect OUT.bundle [--json] [--trusted-key KEY.pub]
 edge-convert keygen NAME [--dir DIR]
 """
@@ -50,6 +50,9 @@ def _convert_parser() -> argparse.ArgumentParser:
         "'auto' to spend the accuracy budget where it saves the most work (needs --calibration)",
     )
     parser.add_argument("--sign-key", type=Path, help="ed25519 private key (from 'edge-convert keygen')")
+    parser.add_argument("--edgetpu-model", type=Path,
+                        help="the Edge TPU-compiled TFLite (edgetpu_compiler's output for MODEL): bundled next to "
+                        "it for Coral boards, which fall back to MODEL on the CPU")
     parser.add_argument(
         "--skip", default="", help="comma-separated passes to switch off: fuse,quantize,verify,reference"
     )
@@ -77,6 +80,7 @@ def _run_convert(argv: list[str], console: Console, errors: Console) -> int:
         skip={name.strip() for name in args.skip.split(",") if name.strip()},
         measure_latency=not args.no_latency,
         prune=args.prune,
+        edgetpu_model=args.edgetpu_model,
     )
     try:
         result = convert(options, errors)
@@ -88,8 +92,9 @@ def _run_convert(argv: list[str], console: Console, errors: Console) -> int:
         print(json.dumps(result.report.as_dict(), indent=2))
     else:
         render_report(result.report.as_dict(), console)
+        extras = "".join(f" + {entry.path} for the {entry.accelerator}" for entry in result.manifest.accelerated)
         console.print(
-            f"wrote {options.output} ({result.manifest.model.precision}, {result.manifest.model.format})",
+            f"wrote {options.output} ({result.manifest.model.precision}, {result.manifest.model.format}{extras})",
             markup=False,
             highlight=False,
         )

@@ -23,6 +23,7 @@ from converter.evaluate import Fidelity, compare, quality_loss
 from converter.image_data import load_image_folder
 from converter.model_info import TensorInfo
 from converter.options import ConvertOptions
+from converter.package import AcceleratedContents
 from converter.progress import Progress
 from converter.report import Report, StageResult
 from converter.sequence import RunOne, load_stream_data, needs_plan, plan_for, record_states, value_errors
@@ -164,6 +165,9 @@ class Conversion(Generic[M]):
     quantized_stage: str | None = None  # set by quantize
     reference: dict = field(default_factory=dict)  # set by reference: the statistics drift is measured against
     manifest: Manifest | None = None  # set by package
+    #: set by npu (a .rknn built and simulated here) and edgetpu (a compiled model the user gave): models for the
+    #: board's accelerator, bundled next to the final model, which stays the fallback
+    accelerated: list[AcceleratedContents] = field(default_factory=list)
     # Detectors: every stage is judged by the boxes the device would publish (converter/detection_fidelity.py).
     detector: DetectionDecoder | None = None
     reference_detections: list[Detections] | None = None  # the original model's, on `data.verify`
@@ -250,8 +254,11 @@ class Conversion(Generic[M]):
         return getattr(self.card.output, "threshold", None) if self.card is not None else None  # detectors: none
 
     def add_stage(
-        self, name: str, model: M, precision: str, outputs: dict[str, np.ndarray], note: str = ""
+        self, name: str, model: M, precision: str, outputs: dict[str, np.ndarray], note: str = "",
+        shape: StageShape | None = None,
     ) -> StageResult:
+        """Verify a stage's outputs against the original's and add its row; `shape` describes a model the engine
+        cannot (a .rknn verified in its toolkit's simulator)."""
         fidelity = compare(
             self.reference_outputs,
             outputs[self.output_name],
@@ -266,7 +273,7 @@ class Conversion(Generic[M]):
             boxes = match.as_dict()
         self._record_sequence(name, outputs[self.output_name], fidelity)
         self.stages[name] = Stage(model, precision, fidelity)
-        shape = self.engine.describe(model)
+        shape = shape or self.engine.describe(model)
         return self.report.add_stage(
             StageResult(
                 stage=name,

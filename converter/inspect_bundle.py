@@ -60,6 +60,11 @@ def inspect_bundle(path: Path, console: Console, *, as_json: bool = False, trust
         f"model {manifest.model.path}: {manifest.model.format}, {manifest.model.precision}, {size / 1024:.1f} KiB",
         highlight=False,
     )
+    for entry in manifest.accelerated:
+        checked = "golden output from its simulator" if entry.golden else "must reproduce the model's golden output"
+        console.print(f"accelerator model {entry.path}: {entry.format} for the {entry.accelerator}, {entry.precision}, "
+                      f"{manifest.files[entry.path].size / 1024:.1f} KiB ({checked}); the model above is its fallback",
+                      highlight=False, markup=False)
     console.print(f"signature: {bundle.signature_status}", highlight=False)
     console.print(_tensor_rows("inputs", manifest.inputs))
     console.print(_tensor_rows("outputs", manifest.outputs))

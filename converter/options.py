@@ -24,6 +24,7 @@ class ConvertOptions:
     skip: set[str] = field(default_factory=set)
     measure_latency: bool = True
     prune: str | None = None  # a ratio in (0, 1) as text, or "auto"
+    edgetpu_model: Path | None = None  # an Edge TPU-compiled TFLite of the model, bundled next to it
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ from converter.model_info import TensorInfo
 from edge_runtime import __version__
 from edge_runtime.board import Board
 from edge_runtime.bundle import (
+    AcceleratedModel,
     GoldenSpec,
     Manifest,
     ModelFile,
@@ -22,6 +23,22 @@ from edge_runtime.bundle import (
 )
 from edge_runtime.card import ModelCard
 from edge_runtime.signing import load_private_key
+
+
+@dataclass
+class AcceleratedContents:
+    """A model for the board's accelerator, bundled next to the final model: `golden_outputs` are its own outputs
+    on the bundle's golden input (from a simulator), None when it could not be run here."""
+
+    model_bytes: bytes
+    format: str  # rknn | edgetpu
+    accelerator: str
+    precision: str
+    golden_outputs: dict[str, np.ndarray] | None = None
+
+    @property
+    def path(self) -> str:
+        return "model.rknn" if self.format == "rknn" else f"model_{self.format}.tflite"
 
 
 @dataclass
@@ -37,6 +54,7 @@ class BundleContents:
     golden_outputs: dict[str, np.ndarray]
     verification: dict
     reference: dict
+    accelerated: list[AcceleratedContents] = field(default_factory=list)
 
 
 def golden_tolerance(outputs: dict[str, np.ndarray], precision: str) -> tuple[float, float]:
@@ -87,5 +105,16 @@ def write_model_bundle(
         model_path: contents.model_bytes,
         "golden.npz": pack_golden(contents.golden_inputs, contents.golden_outputs),
     }
+    for extra in contents.accelerated:
+        golden = None
+        members[extra.path] = extra.model_bytes
+        if extra.golden_outputs is not None:
+            rtol, atol = golden_tolerance(extra.golden_outputs, extra.precision)
+            golden = GoldenSpec(path=f"golden.{extra.format}.npz", rtol=rtol, atol=atol,
+                                top1_must_match=manifest.golden.top1_must_match)
+            members[golden.path] = pack_golden(contents.golden_inputs, extra.golden_outputs)
+        manifest.accelerated.append(AcceleratedModel(path=extra.path, format=extra.format,
+                                                     accelerator=extra.accelerator, precision=extra.precision,
+                                                     golden=golden))
     key = load_private_key(sign_key) if sign_key else None
     return write_bundle(output, manifest, members, signing_key=key)

@@ -1,6 +1,9 @@
 """The conversion pipeline: a front end checks the model and loads the data, then a list of named passes runs.
 
-    check (front end) -> fuse -> prune -> quantize -> measure -> select -> verify -> reference -> package
+    check (front end) -> fuse -> prune -> quantize -> measure -> select -> verify -> npu -> reference -> package
+
+(npu builds a .rknn for a board with a Rockchip NPU, next to the CPU model; edgetpu bundles an Edge TPU-compiled
+TFLite given with --edgetpu-model next to a TFLite model)
 
 Every pass is a function of the shared context (converter/conversion.py); the graph passes wrap a graph-to-graph
 function of converter/passes/ and verify their output against the original model on real data, so the report can
@@ -23,8 +26,10 @@ from converter.onnx_frontend import open_onnx
 from converter.options import ConvertOptions, ConvertResult
 from converter.pass_errors import PassFailed, pass_failures
 from converter.passes.check import detect_format
+from converter.passes.edgetpu import edgetpu_pass
 from converter.passes.fuse import fuse_pass
 from converter.passes.measure import measure_pass
+from converter.passes.npu import npu_pass
 from converter.passes.package import package_pass
 from converter.passes.prune import parse_prune, prune_pass
 from converter.passes.quantize import quantize_pass
@@ -58,6 +63,8 @@ PASSES: tuple[Pass, ...] = (
     Pass("measure", measure_pass),  # off with --no-latency
     Pass("select", select_pass),
     Pass("verify", verify_pass, optional=True, skipped="skipped (--skip): gate not enforced"),
+    Pass("npu", npu_pass, optional=True, skipped="skipped (--skip): no NPU model", formats=frozenset({ONNX})),
+    Pass("edgetpu", edgetpu_pass, formats=frozenset({TFLITE})),  # runs only with --edgetpu-model
     Pass("reference", reference_pass, optional=True),
     Pass("package", package_pass),
 )
@@ -125,6 +132,9 @@ def convert(options: ConvertOptions, console: Console) -> ConvertResult:
             "--prune works on ONNX graphs; a TFLite model is packaged as it is. Prune the ONNX model before "
             "exporting it to TFLite, or convert the ONNX model with --prune"
         )
+    if options.edgetpu_model is not None and model_format != TFLITE:
+        raise ConversionError("--edgetpu-model goes with the TFLite model it was compiled from (MODEL is "
+                              f"{model_format}): the Edge TPU runs compiled TFLite models only")
     with pass_failures(CHECK):
         conversion = FRONT_ENDS[model_format](options, board, card, console)
     conversion.report.inferred = source.inferred

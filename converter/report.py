@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-PASS_ORDER = ["check", "fuse", "prune", "quantize", "verify", "reference"]
+PASS_ORDER = ["check", "fuse", "prune", "quantize", "verify", "npu", "edgetpu", "reference"]
 
 
 @dataclass
@@ -54,6 +54,9 @@ class Report:
     final_stage: str = ""
     inferred: dict = field(default_factory=dict)  # card fields taken from the exporter's metadata, and from where
     detection: dict = field(default_factory=dict)  # detectors: what the original model finds in the eval images
+    #: the board's accelerator model (converter/passes/npu.py, edgetpu.py): built or not and why, operators the
+    #: toolkit rejected, the simulator's stage row, the toolkit's performance estimate or why there is none
+    npu: dict = field(default_factory=dict)
 
     def add_stage(self, stage: StageResult) -> StageResult:
         self.stages.append(stage)
@@ -144,6 +147,7 @@ def render_report(report: dict, console: Console) -> None:
     render_sequence(report.get("sequence") or {}, console)
     if report.get("excluded_nodes"):
         console.print(f"left in float (most sensitive): {', '.join(report['excluded_nodes'])}")
+    render_npu(report.get("npu") or {}, console)
     gate = report.get("gate") or {}
     if gate:
         verdict = "passed" if gate.get("passed") else "FAILED"
@@ -153,6 +157,20 @@ def render_report(report: dict, console: Console) -> None:
         )
     for note in report.get("notes", []):
         console.print(f"note: {note}")
+
+
+def render_npu(npu: dict, console: Console) -> None:
+    """The accelerator model: bundled or not and why, the operators the toolkit rejected, performance estimate."""
+    if not npu:
+        return
+    console.print(f"{npu['accelerator']}: {npu['status']}" + (f" ({npu['reason']})" if npu.get("reason") else ""),
+                  markup=False)
+    for operator in npu.get("operators", []):
+        node = f" '{operator['node']}'" if operator.get("node") else ""
+        console.print(f"  rejected: {operator['op']}{node}: {operator['problem']}", markup=False)
+    for key in ("toolkit", "normalisation", "performance"):
+        if npu.get(key):
+            console.print(f"  {key}: {npu[key]}", markup=False)
 
 
 def render_inferred(inferred: dict, console: Console) -> None:

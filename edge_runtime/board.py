@@ -118,6 +118,14 @@ class TfliteBackend(Strict):
         return self
 
 
+class RknnBackend(Strict):
+    """A Rockchip NPU: the chip rknn-toolkit2 builds `.rknn` models for, and the NPU cores rknn-toolkit-lite2 runs
+    them on (`auto`: the runtime picks an idle core; `0_1_2`: one model split over three cores)."""
+
+    target_platform: Literal["rk3588", "rk3576", "rk3568", "rk3566", "rk3562"] = "rk3588"
+    core_mask: Literal["auto", "0", "1", "2", "0_1", "0_1_2", "all"] = "auto"
+
+
 class Accelerator(Strict):
     """An accelerator on (or plugged into) the board, and how the runtime reaches it."""
 
@@ -163,9 +171,10 @@ class Board(Strict):
         None, gt=0, description="resident memory the daemon may use with its models loaded; `check` holds it to this"
     )
     accelerators: list[Accelerator] = Field(default_factory=list)
-    backends: list[Literal["onnxruntime", "tflite"]] = ["onnxruntime", "tflite"]
+    backends: list[Literal["rknn", "onnxruntime", "tflite"]] = ["onnxruntime", "tflite"]
     onnxruntime: OnnxRuntimeBackend = OnnxRuntimeBackend()
     tflite: TfliteBackend = TfliteBackend()
+    rknn: RknnBackend | None = Field(None, description="a Rockchip NPU: the converter builds a .rknn for it")
     quantization: QuantizationSupport = QuantizationSupport()
     thermal_zone: str | None = Field(
         "/sys/class/thermal/thermal_zone0/temp",

@@ -6,6 +6,8 @@
     manifest.sig    optional ed25519 signature over the exact bytes of manifest.json
     model.onnx      (or model.tflite)
     golden.npz      a golden input with its expected output
+    model.rknn ...  optional: models compiled for an accelerator (`accelerated` in the manifest), each with its own
+                    golden output; the device falls back from them to the model above
 
 `read_bundle` checks everything (archive, manifest schema, checksums, unlisted members, size, signature)
 before it returns, so a device can validate a new bundle completely before it replaces a working one. Trust
@@ -47,6 +49,7 @@ __all__ = [
     "MANIFEST",
     "SCHEMA_VERSION",
     "SIGNATURE",
+    "AcceleratedModel",
     "Bundle",
     "BundleError",
     "BundleSignatureError",
@@ -129,6 +132,18 @@ class GoldenSpec(Strict):
     top1_must_match: bool = True
 
 
+class AcceleratedModel(Strict):
+    """A model compiled for one accelerator, carried next to the portable model (which stays the fallback): a
+    `.rknn` for a Rockchip NPU, an Edge TPU-compiled TFLite. `golden` is its own expected output on the bundle's
+    golden input (a simulator's); without one it must reproduce the portable model's."""
+
+    path: str
+    format: Literal["rknn", "edgetpu"]
+    accelerator: str = Field(description="what it runs on, e.g. 'rk3588 NPU'")
+    precision: Literal["fp32", "fp16", "int8", "mixed"]
+    golden: GoldenSpec | None = None
+
+
 class Producer(Strict):
     tool: str
     version: str
@@ -157,6 +172,7 @@ class Manifest(Strict):
     files: dict[str, FileEntry] = Field(default_factory=dict)
     verification: dict[str, Any] = Field(default_factory=dict)
     reference: dict[str, Any] = Field(default_factory=dict)
+    accelerated: list[AcceleratedModel] = Field(default_factory=list)
 
     @field_validator("created")
     @classmethod
@@ -194,6 +210,8 @@ def manifest_bytes(manifest: Manifest) -> bytes:
     JSON mode writes NaN and infinity as null, so the result is strict JSON that any reader accepts.
     """
     data = manifest.model_dump(mode="json")
+    if not data.get("accelerated"):  # a bundle without accelerator models stays readable by older runtimes
+        data.pop("accelerated", None)
     text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
     return (text + "\n").encode("utf-8")
 
@@ -270,7 +288,7 @@ def write_bundle(
             raise TypeError(f"member {name!r}: expected bytes, got {type(data).__name__}")
         data = bytes(data)
         files[name] = FileEntry(sha256=sha256_hex(data), size=len(data))
-    for role, needed in (("model", manifest.model.path), ("golden", manifest.golden.path)):
+    for role, needed in _roles(manifest):
         if needed not in members:
             raise BundleError(f"the manifest's {role} file {needed!r} is not among the members")
 
@@ -291,6 +309,16 @@ def write_bundle(
             info.external_attr = 0o644 << 16
             archive.writestr(info, data)
     return final
+
+
+def _roles(manifest: Manifest) -> list[tuple[str, str]]:
+    """Every member the manifest names for a purpose: the model, the golden file, accelerator models and theirs."""
+    roles = [("model", manifest.model.path), ("golden", manifest.golden.path)]
+    for entry in manifest.accelerated:
+        roles.append((f"{entry.format} model", entry.path))
+        if entry.golden is not None:
+            roles.append((f"{entry.format} golden", entry.golden.path))
+    return roles
 
 
 def _plain(value: Any) -> Any:
@@ -339,10 +367,12 @@ class Bundle:
     def model_bytes(self) -> bytes:
         return self.read(self.manifest.model.path)
 
-    def golden(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """The golden (inputs, outputs), each keyed by tensor name."""
-        source = f"{self.path}:{self.manifest.golden.path}"
-        data = self.read(self.manifest.golden.path)
+    def golden(self, spec: GoldenSpec | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The golden (inputs, outputs), each keyed by tensor name: the manifest's, or those `spec` points at (an
+        accelerator model's)."""
+        member = (spec or self.manifest.golden).path
+        source = f"{self.path}:{member}"
+        data = self.read(member)
         try:
             # the arrays are in the archive uncompressed (np.savez): they cannot take more than the member's bytes
             arrays = load_npz(data, max_bytes=max(len(data), 1024))
@@ -437,7 +467,7 @@ def _check_listing(path: Path, manifest: Manifest, infos: Mapping[str, zipfile.Z
         if infos[name].file_size != entry.size:
             raise BundleError(f"{path}: {name}: the archive says {infos[name].file_size} bytes, the manifest "
                               f"{entry.size}: the bundle was modified or corrupted")
-    for role, needed in (("model", manifest.model.path), ("golden", manifest.golden.path)):
+    for role, needed in _roles(manifest):
         if needed not in manifest.files:
             raise BundleError(f"{path}: the {role} file {needed!r} is not listed in the manifest's files")
     total = sum(entry.size for entry in manifest.files.values())

@@ -16,7 +16,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from edge_runtime.backends.base import BackendChoice, BackendUnavailable, LoadedBackend
+from edge_runtime.backends.base import Attempt, BackendChoice, BackendUnavailable, BundleModels, LoadedBackend
 from edge_runtime.backends.select import choose_backend
 from edge_runtime.board import Board
 from edge_runtime.bundle import DEFAULT_MAX_SIZE, Bundle, BundleError, GoldenSpec, TensorSpec, read_bundle
@@ -214,6 +214,40 @@ def _run_card_shaped_zeros(path: Path, choice: BackendChoice, card: ModelCard, i
                              f"{exc}") from None
 
 
+def _choose(path: Path, bundle: Bundle, backends: list[BackendConfig] | None, board: Board,
+            accelerated: dict[str, bytes], earlier: list[Attempt]) -> BackendChoice:
+    manifest = bundle.manifest
+    models = BundleModels([spec.name for spec in manifest.inputs], [spec.name for spec in manifest.outputs],
+                          accelerated)
+    try:
+        return choose_backend(bundle.model_bytes(), manifest.model.format, backends, board,
+                              precision=manifest.model.precision, bundle=models, earlier=earlier)
+    except BackendUnavailable as exc:
+        raise ModelLoadError(f"{path}: cannot load {manifest.name} {manifest.version}: {exc}") from None
+
+
+def _golden_for(bundle: Bundle, backend: LoadedBackend) -> tuple[GoldenSpec, dict[str, np.ndarray]]:
+    """The golden output the backend must reproduce: an accelerator model's own (its simulator's) when it runs one
+    that has it, else the bundle's."""
+    entry = next((entry for entry in bundle.manifest.accelerated if entry.format == backend.accelerated), None)
+    spec = entry.golden if entry is not None and entry.golden is not None else bundle.manifest.golden
+    return spec, bundle.golden(spec)[1]
+
+
+def _golden_check(bundle: Bundle, choice: BackendChoice, golden_inputs: dict[str, np.ndarray], output_name: str,
+                  warmup_runs: int) -> tuple[float, str | None]:
+    """Warm up (a lazily built engine is paid for here), then the largest golden error and what does not match."""
+    spec, golden_outputs = _golden_for(bundle, choice.backend)
+    try:
+        for _ in range(max(warmup_runs, 0)):
+            choice.backend.run(golden_inputs)
+        actual = choice.backend.run(golden_inputs)
+    except Exception as exc:
+        return float("nan"), f"the golden input fails on {choice.active}: {exc}"
+    error, problem = golden_error(actual, golden_outputs, spec, output_name)
+    return error, (None if problem is None else f"golden output not reproduced on {choice.active}: {problem}")
+
+
 def load_bundle_model(
     path: Path,
     *,
@@ -238,30 +272,30 @@ def load_bundle_model(
     manifest = bundle.manifest
     card = _card(bundle)
     _warn_other_target(bundle, board)
-    golden_inputs, golden_outputs = bundle.golden()
-    try:
-        choice = choose_backend(
-            bundle.model_bytes(), manifest.model.format, backends, board, precision=manifest.model.precision
-        )
-    except BackendUnavailable as exc:
-        raise ModelLoadError(f"{path}: cannot load {manifest.name} {manifest.version}: {exc}") from None
-
-    try:
-        input_name, output_name, plan = _card_io(path, bundle, card, choice.backend)
+    golden_inputs, _ = bundle.golden()
+    accelerated = {entry.format: bundle.read(entry.path) for entry in manifest.accelerated}
+    earlier: list[Attempt] = []
+    while True:
+        choice = _choose(path, bundle, backends, board, accelerated, earlier)
         try:
-            for _ in range(max(warmup_runs, 0)):
-                choice.backend.run(golden_inputs)
-            actual = choice.backend.run(golden_inputs)
-        except Exception as exc:
-            raise ModelLoadError(f"{path}: the golden input fails on {choice.active}: {exc}") from None
-        error, problem = golden_error(actual, golden_outputs, manifest.golden, output_name)
-        if problem is not None:
-            raise ModelLoadError(f"{path}: golden output not reproduced on {choice.active}: {problem}")
-        if card is not None:
-            _run_card_shaped_zeros(path, choice, card, input_name, output_name, plan)
-    except BaseException:
-        choice.backend.close()
-        raise
+            input_name, output_name, plan = _card_io(path, bundle, card, choice.backend)
+            error, problem = _golden_check(bundle, choice, golden_inputs, output_name, warmup_runs)
+            variant = choice.backend.accelerated
+            if problem is not None and variant in accelerated:
+                # An accelerator that computes something else is not used: the next backend runs the portable
+                # model, and the model is reported degraded with this reason.
+                earlier.append(Attempt(choice.backend.name, choice.backend.device, problem))
+                del accelerated[variant]
+                choice.backend.close()
+                continue
+            if problem is not None:
+                raise ModelLoadError(f"{path}: {problem}")
+            if card is not None:
+                _run_card_shaped_zeros(path, choice, card, input_name, output_name, plan)
+        except BaseException:
+            choice.backend.close()
+            raise
+        break
 
     model = LoadedModel(
         name=name or manifest.name,

@@ -26,5 +26,6 @@ def package_pass(conversion: Conversion[Any]) -> None:
         golden_outputs=engine.golden(final.model, golden_inputs),
         verification=report.as_dict(),
         reference=conversion.reference,
+        accelerated=conversion.accelerated,
     )
     conversion.manifest = write_model_bundle(options.output, contents, conversion.board, card, options.sign_key)

@@ -5,8 +5,11 @@ A backend plugin is one module in this package that defines a `BaseBackendConfig
 Literal[KEY]`, `model_format` the bundle format it runs) and the functions `check_installed()` (raises
 `BackendUnavailable` with the pip command when its native library is missing) and
 `open_backend(model_bytes, config, board, precision="fp32")`, which returns a `LoadedBackend` or raises
-`BackendUnavailable` / `AttemptsFailed` with a reason. The native library is imported inside those functions,
-never at module level, so discovery (`edge_runtime.backends`) reads every plugin's config on any board.
+`BackendUnavailable` / `AttemptsFailed` with a reason. A plugin whose config sets `uses_bundle = True` is also given
+`bundle=BundleModels(...)`: the portable model's tensor names and the bundle's models compiled for an accelerator
+(a `.rknn`, an Edge TPU-compiled TFLite), so it can run one of those and fall back to the portable model. The
+native library is imported inside those functions, never at module level, so discovery (`edge_runtime.backends`)
+reads every plugin's config on any board.
 
 The fallback order is the user's; whenever the backend that runs is not the first one asked for, the choice
 says `degraded` and why. Never a silent fallback.
@@ -15,6 +18,7 @@ says `degraded` and why. Never a silent fallback.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -26,8 +30,20 @@ from edge_runtime.plugin import PluginConfig
 class BaseBackendConfig(PluginConfig):
     """Base of every backend's config: a subclass with `type: Literal[KEY]` makes KEY a valid `backends:` type."""
 
-    #: the bundle model format this backend runs ("onnx", "tflite")
+    #: the bundle model format this backend runs ("onnx", "tflite", or "rknn": a model compiled for an accelerator)
     model_format: ClassVar[str]
+    #: `open_backend` also takes `bundle=BundleModels(...)`
+    uses_bundle: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class BundleModels:
+    """What a bundle carries besides the model handed to `open_backend`: the portable model's input and output names
+    (a compiled model's runtime may not say them) and the models compiled for an accelerator, by format."""
+
+    input_names: list[str]
+    output_names: list[str]
+    accelerated: Mapping[str, bytes] = field(default_factory=dict)
 
 
 class BackendUnavailable(RuntimeError):
@@ -85,6 +101,8 @@ class LoadedBackend(ABC):
     output_names: list[str]
     #: largest batch the model accepts in one run; None when the batch dimension is dynamic
     max_batch: int | None
+    #: which of the bundle's accelerator models runs ("rknn", "edgetpu"); None: the portable model
+    accelerated: str | None = None
 
     @abstractmethod
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,6 +8,10 @@ As a backend plugin (`open_backend`), delegates (libedgetpu.so.1, an NPU's exter
 user's order; the first that loads and lets the model allocate its tensors runs it. Without one the model
 runs on the CPU, where ai-edge-litert applies XNNPACK by default. Every delegate that failed is recorded with
 its reason, so a missing accelerator shows up as a degraded backend instead of a silent slowdown.
+
+A bundle may carry an Edge TPU-compiled model (`accelerated` format `edgetpu`, made by `edgetpu_compiler` from the
+bundle's CPU model) next to the CPU model: the Edge TPU delegate runs the compiled one, the CPU the other (a compiled
+model cannot run without the delegate: its `edgetpu-custom-op` is the Edge TPU's program).
 """
 
 from __future__ import annotations
@@ -16,15 +20,29 @@ import ctypes
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from edge_runtime.backends.base import Attempt, AttemptsFailed, BackendUnavailable, BaseBackendConfig, LoadedBackend
+from edge_runtime.backends.base import (
+    Attempt,
+    AttemptsFailed,
+    BackendUnavailable,
+    BaseBackendConfig,
+    BundleModels,
+    LoadedBackend,
+)
 from edge_runtime.board import Board, OptionValue
 
 NAME = "tflite"
+#: delegate libraries `edge-runtime check` looks for besides the board's, and where each comes from
+KNOWN_DELEGATES = {
+    "libedgetpu.so.1": "Coral Edge TPU: libedgetpu1-std from Coral's apt repository",
+    "libarmnnDelegate.so": "Arm NN: Mali GPU and NEON, from Arm's release or the board vendor",
+    "libvx_delegate.so": "VeriSilicon VX: NXP i.MX 8M Plus NPU, from NXP's BSP",
+}
 
 _log = logging.getLogger(__name__)
 
@@ -33,6 +51,7 @@ class TfliteBackendConfig(BaseBackendConfig):
     """LiteRT/TFLite with delegates tried in order (libedgetpu.so.1, an NPU's external delegate), else XNNPACK."""
 
     model_format = "tflite"
+    uses_bundle = True
     type: Literal[NAME]
     delegates: list[str] | None = Field(None, description="default: the board's delegates")
     delegate_options: dict[str, dict[str, OptionValue]] | None = Field(
@@ -204,8 +223,10 @@ class TfliteBackend(LoadedBackend):
 
     name = NAME
 
-    def __init__(self, model: TfliteModel, device: str, attempts: list[Attempt], threads: int):
+    def __init__(self, model: TfliteModel, device: str, attempts: list[Attempt], threads: int,
+                 accelerated: str | None = None):
         self.model = model
+        self.accelerated = accelerated
         self.device = device
         self.attempts = attempts
         self.threads = threads
@@ -235,14 +256,22 @@ def delegate_options(path: str, config: TfliteBackendConfig, board: Board) -> di
     return {key: str(value) for key, value in options.items()}
 
 
+def is_edgetpu(path: str) -> bool:
+    """Coral's delegate library (libedgetpu.so.1, or a path to it)."""
+    return Path(path).name.startswith("libedgetpu")
+
+
 def open_backend(
-    model_bytes: bytes, config: TfliteBackendConfig, board: Board, precision: str = "fp32"
+    model_bytes: bytes, config: TfliteBackendConfig, board: Board, precision: str = "fp32",
+    bundle: BundleModels | None = None,
 ) -> TfliteBackend:
     """Load the model on the first configured delegate that works, else on the CPU.
 
     `precision` is accepted for a uniform plugin signature and ignored: a .tflite file carries its own types.
-    Delegates come from `config.delegates` (default: the board's list; an empty list means CPU only).
+    Delegates come from `config.delegates` (default: the board's list; an empty list means CPU only). The Edge TPU
+    delegate gets the bundle's Edge TPU-compiled model when it has one; the CPU always gets `model_bytes`.
     """
+    compiled = (bundle.accelerated.get("edgetpu") if bundle is not None else None)
     try:
         _, package = interpreter_class()
     except TfliteUnavailable as exc:
@@ -261,13 +290,14 @@ def open_backend(
         except Exception as exc:  # ValueError from the plugin's create function, OSError, RuntimeError
             attempts.append(Attempt(NAME, path, f"failed to load ({_one_line(exc)})", is_delegate=True))
             continue
+        variant = "edgetpu" if compiled is not None and is_edgetpu(path) else None
         try:
-            model = TfliteModel(model_bytes, threads=threads, delegates=[delegate])
+            model = TfliteModel(compiled if variant else model_bytes, threads=threads, delegates=[delegate])
         except Exception as exc:  # the delegate refused the graph: ValueError/RuntimeError from allocate_tensors
             attempts.append(Attempt(NAME, path, f"cannot run the model ({_one_line(exc)})", is_delegate=True))
             continue
         attempts.append(Attempt(NAME, path, "ok", is_delegate=True))
-        return TfliteBackend(model, path, attempts, threads)
+        return TfliteBackend(model, path, attempts, threads, accelerated=variant)
 
     device = "cpu (XNNPACK)" if package == "ai_edge_litert" else "cpu"
     try:
@@ -298,4 +328,11 @@ def describe_installed(board: Board) -> str:
     for path in board.tflite.delegates:
         problem = _library_problem(path)
         text += f"; delegate {path} " + ("loads" if problem is None else f"not loadable ({problem})")
+    others = [path for path in KNOWN_DELEGATES if path not in board.tflite.delegates]
+    found = [path for path in others if _library_problem(path) is None]
+    if found:
+        text += f"; also found, not in board {board.name}'s delegates: {', '.join(found)}"
+    missing = [f"{path} ({KNOWN_DELEGATES[path]})" for path in others if path not in found]
+    if missing:
+        text += f"; not found here: {', '.join(missing)}"
     return text

@@ -58,15 +58,18 @@ def options_for(tiny: SimpleNamespace, **extra) -> ConvertOptions:
 
 
 def test_the_passes_in_order():
-    assert PASS_NAMES == ("check", "fuse", "prune", "quantize", "measure", "select", "verify", "reference", "package")
-    assert SKIPPABLE_PASSES == ("fuse", "quantize", "verify", "reference")
+    assert PASS_NAMES == ("check", "fuse", "prune", "quantize", "measure", "select", "verify", "npu", "edgetpu",
+                          "reference", "package")
+    assert SKIPPABLE_PASSES == ("fuse", "quantize", "verify", "npu", "reference")
 
 
 def test_tflite_and_onnx_share_the_gate_and_the_bundle_writer():
     tflite = [step.name for step in PASSES if "tflite" in step.formats]
     onnx_passes = [step.name for step in PASSES if "onnx" in step.formats]
-    assert tflite == ["measure", "select", "verify", "reference", "package"]
-    assert onnx_passes[-len(tflite) :] == tflite
+    assert tflite == ["measure", "select", "verify", "edgetpu", "reference", "package"]
+    # the same tail but for the accelerator pass of each format (a .rknn from ONNX, a compiled Edge TPU TFLite)
+    shared = [name for name in tflite if name != "edgetpu"]
+    assert [name for name in onnx_passes if name != "npu"][-len(shared) :] == shared
 
 
 def test_unknown_skip_name_is_one_message_with_the_known_names(tmp_path, capsys):
@@ -75,7 +78,7 @@ def test_unknown_skip_name_is_one_message_with_the_known_names(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "quantise" in err and "fuse, quantize, verify, reference" in err
+    assert "quantise" in err and "fuse, quantize, verify, npu, reference" in err
     assert not (tmp_path / "o.bundle").exists()
 
 
@@ -83,7 +86,7 @@ def test_unknown_skip_name_is_one_message_with_the_known_names(tmp_path, capsys)
 def test_a_pass_every_conversion_needs_cannot_be_skipped(name):
     with pytest.raises(ConversionError, match=f"--skip {name}: every conversion needs this pass") as error:
         check_skip({name, "fuse"})
-    assert "fuse, quantize, verify, reference" in str(error.value)
+    assert "fuse, quantize, verify, npu, reference" in str(error.value)
 
 
 def test_skip_names_that_can_be_switched_off_pass_the_check():

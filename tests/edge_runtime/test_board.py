@@ -26,7 +26,7 @@ def test_every_board_file_is_valid_and_complete(name):
     assert board.detect.fallback or board.detect.compatible or board.detect.usb_ids or board.detect.devices
     for accelerator in board.accelerators:
         assert accelerator.reached_by
-    listed = {*board.onnxruntime.providers, *board.tflite.delegates}
+    listed = {*board.onnxruntime.providers, *board.tflite.delegates, *(["rknn backend"] if board.rknn else [])}
     for accelerator in board.accelerators:  # a supported accelerator is reached by something the board lists
         if accelerator.supported and "when installed" not in accelerator.reached_by:
             assert any(name in accelerator.reached_by for name in listed), accelerator

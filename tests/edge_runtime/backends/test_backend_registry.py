@@ -24,9 +24,10 @@ def _run_python(code: str, cwd: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_discovery_finds_both_built_in_backends():
+def test_discovery_finds_the_built_in_backends():
     plugins = backend_plugins()
-    assert list(plugins) == ["onnxruntime", "tflite"]
+    assert list(plugins) == ["onnxruntime", "rknn", "tflite"]
+    assert plugins["rknn"].model_format == "rknn"
     assert plugins["onnxruntime"].config is OnnxRuntimeBackendConfig and plugins["onnxruntime"].model_format == "onnx"
     assert plugins["tflite"].config is TfliteBackendConfig and plugins["tflite"].model_format == "tflite"
     assert all(issubclass(plugin.config, BaseBackendConfig) for plugin in plugins.values())
@@ -36,7 +37,7 @@ def test_discovery_finds_both_built_in_backends():
 def test_native_libraries_are_imported_only_for_the_backend_used(tmp_path):
     found = _run_python("""
         import json, sys
-        NATIVE = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "serial", "PIL")
+        NATIVE = ("onnxruntime", "ai_edge_litert", "tflite_runtime", "serial", "PIL", "rknnlite")
         loaded = lambda: sorted(name for name in NATIVE if name in sys.modules)
         from edge_runtime.backends import backend_plugins, load_plugin
         from edge_runtime.config import DaemonConfig
@@ -130,7 +131,7 @@ def test_adding_a_backend_is_adding_one_file(tmp_path):
             "active": choice.active, "degraded": choice.degraded, "typo": typo,
         }}))
     """, tmp_path)
-    assert found["listed"] == ["echo", "onnxruntime", "tflite"]
+    assert found["listed"] == ["echo", "onnxruntime", "rknn", "tflite"]
     assert found["config"] == "EchoBackendConfig" and found["cache"] == str((tmp_path / "state/echo").resolve())
     assert found["onnx"] == ["echo", "onnxruntime"] and found["available"] is None
     assert found["active"] == "echo:cpu" and found["degraded"] is False

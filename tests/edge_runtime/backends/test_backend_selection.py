@@ -137,4 +137,6 @@ def test_a_backend_that_cannot_be_imported_is_disabled_and_the_rest_still_load(
 
 
 def test_everything_installed_here_is_available():
-    assert available_backends() == {"onnxruntime": None, "tflite": None}
+    status = available_backends()
+    assert status["onnxruntime"] is None and status["tflite"] is None
+    assert status["rknn"].startswith("rknn-toolkit-lite2 is not installed")  # aarch64 wheels only

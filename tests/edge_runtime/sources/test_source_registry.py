@@ -75,7 +75,7 @@ def test_discovery_on_an_install_without_any_optional_library(tmp_path):
         print(json.dumps({"sources": list(source_plugins()), "backends": list(backend_plugins()), "hints": hints,
                           "types": [[m.source.type, m.backends[0].type] for m in config.models]}))
     """, tmp_path)
-    assert found["sources"] == BUILT_IN and found["backends"] == ["onnxruntime", "tflite"]
+    assert found["sources"] == BUILT_IN and found["backends"] == ["onnxruntime", "rknn", "tflite"]
     assert found["types"] == [["serial", "tflite"], ["folder", "onnxruntime"]]
     assert found["hints"] == [
         "the serial source needs pyserial: pip install pyserial",

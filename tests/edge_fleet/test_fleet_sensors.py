@@ -48,6 +48,8 @@ def camera_stats(dropped: int, state: str = "connected") -> bytes:
 
 def test_the_state_keeps_snapshot_detections_and_source_state():
     state = FleetState()
+    # a device exists once a valid status named it (issue 13: garbage never creates devices)
+    assert state.ingest("edge/cam-1/status", status("cam-1"), retained=True, now=NOW) == "cam-1"
     assert state.ingest("edge/cam-1/snapshot/yolo", snapshot_payload(), retained=True, now=NOW) == "cam-1"
     assert state.ingest("edge/cam-1/stats", camera_stats(17), now=NOW) == "cam-1"
     model = state.device("cam-1").models["yolo"]

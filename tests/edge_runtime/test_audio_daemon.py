@@ -12,6 +12,7 @@ from paho.mqtt import publish
 from converter.cli import main as convert
 from edge_runtime.bundle import read_bundle
 from tests.support.broker import Collector
+from tests.support.control import ControlKey
 from tests.support.daemon import DaemonProcess, messages, wait_until, write_config
 from tests.support.speech import silero_direct, silero_model, speech, write_folders, write_silero_card
 
@@ -43,14 +44,17 @@ def test_silero_vad_in_the_daemon_decides_like_the_model_run_directly(quantize, 
     recording = evaluation / "sample.wav"
     original = silero_direct(speech())
     windows = len(original)
+    key = ControlKey(tmp_path / "keys")  # commands are signed (issue 13): info too
     config = write_config(tmp_path / "daemon.yaml", broker_url=broker.url, bundle=bundle,
-                          source={"type": "replay", "path": str(recording), "speed": 0})
+                          source={"type": "replay", "path": str(recording), "speed": 0},
+                          extra={"security": {"control_keys": [str(key.public)]}})
     with Collector(broker.port, "edge/dev-1/#") as collector:
         daemon = DaemonProcess(config)
         try:
             assert wait_until(lambda: len(messages(collector, "/predictions/silero-vad")) >= windows, 60), \
                 daemon.output()
-            publish.single("edge/dev-1/cmd/info", b"{}", qos=1, hostname="127.0.0.1", port=broker.port)
+            publish.single("edge/dev-1/cmd/info", key.command("info"), qos=1, hostname="127.0.0.1",
+                           port=broker.port)
             assert wait_until(lambda: bool(messages(collector, "/cmd/info/result")), 10), daemon.output()
         finally:
             assert daemon.terminate() == 0, daemon.output()

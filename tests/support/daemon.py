@@ -37,8 +37,15 @@ def write_config(
             document[key].update(value)
         else:
             document[key] = value
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    path.write_text(yaml.dump(document, Dumper=_PlainDumper, sort_keys=False))
     return path
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value used twice (one source dict for two models) out twice: the daemon refuses YAML aliases."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 class DaemonProcess:

@@ -6,19 +6,11 @@ that imports those first would die with a traceback on a board that installed on
 
 from __future__ import annotations
 
-import sys
-
-from edge_runtime.extras import missing_extra_message
+from edge_runtime.extras import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    message = missing_extra_message("edge-convert", "converter")
-    if message:
-        print(message, file=sys.stderr)
-        return 2
-    from converter.cli import main as cli_main
-
-    return cli_main(argv)
+    return run_tool("edge-convert", "converter", "converter.cli", argv)
 
 
 if __name__ == "__main__":

@@ -6,19 +6,11 @@ only the device runtime gets one line saying what to install instead of a traceb
 
 from __future__ import annotations
 
-import sys
-
-from edge_runtime.extras import missing_extra_message
+from edge_runtime.extras import run_tool
 
 
 def main(argv: list[str] | None = None) -> int:
-    message = missing_extra_message("edge-fleet", "fleet")
-    if message:
-        print(message, file=sys.stderr)
-        return 2
-    from edge_fleet.cli import main as cli_main
-
-    return cli_main(argv)
+    return run_tool("edge-fleet", "fleet", "edge_fleet.cli", argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ answers `pip install 'edge-runtime[converter]'` instead of a `ModuleNotFoundErro
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 
 #: extra -> the import names it provides (what the tool imports), checked without importing them
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -29,3 +31,13 @@ def missing_extra_message(tool: str, extra: str) -> str | None:
         return None
     return (f"{tool}: this installation lacks the {extra} extra ({', '.join(missing)} not installed): "
             f"pip install 'edge-runtime[{extra}]'")
+
+
+def run_tool(tool: str, extra: str, cli: str, argv: list[str] | None = None) -> int:
+    """A console script's body: one line naming the missing extra (exit 2), else `cli`'s `main(argv)`, imported
+    only now (`cli` is a module path such as "converter.cli")."""
+    message = missing_extra_message(tool, extra)
+    if message:
+        print(message, file=sys.stderr)
+        return 2
+    return importlib.import_module(cli).main(argv)

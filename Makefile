@@ -10,7 +10,7 @@ DEMO   := .cache/demo
 # tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
 DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test test-unit test-all test-arm64 arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet \
+.PHONY: demo test test-unit test-all test-arm64 arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-models bench-detection \
 	broker browser clean
 
 $(STAMP): pyproject.toml
@@ -92,7 +92,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --workdir $(DEMO)
 
-bench: bench-convert bench-prune bench-daemon bench-drift bench-fleet
+bench: bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-models bench-detection
 
 bench-convert: $(STAMP)
 	$(BIN)/python benchmarks/convert.py --write docs/benchmarks.md
@@ -108,6 +108,12 @@ bench-drift: $(STAMP)
 
 bench-fleet: $(STAMP) broker
 	$(BIN)/python benchmarks/fleet.py --write docs/benchmarks.md
+
+bench-models: $(STAMP) third-party
+	$(BIN)/python benchmarks/models.py --write docs/benchmarks.md
+
+bench-detection: $(STAMP) third-party
+	$(BIN)/python benchmarks/detection.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

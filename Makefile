@@ -10,7 +10,7 @@ DEMO   := .cache/demo
 # tests/test_device_install.py runs `edge-runtime check` on a real bundle there.
 DEVICE_VENV := .cache/device-venv
 
-.PHONY: demo test test-unit test-all test-arm64 test-rknn toolchain-rknn arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-sensors \
+.PHONY: demo test test-unit test-all test-arm64 test-rknn toolchain-rknn arm64-device firmware-tools lint device-venv third-party bench bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-sensors bench-models bench-detection \
 	broker browser clean soak
 
 $(STAMP): pyproject.toml
@@ -106,7 +106,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --workdir $(DEMO)
 
-bench: bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-sensors
+bench: bench-convert bench-prune bench-daemon bench-drift bench-fleet bench-sensors bench-models bench-detection
 
 bench-convert: $(STAMP)
 	$(BIN)/python benchmarks/convert.py --write docs/benchmarks.md
@@ -130,6 +130,12 @@ soak: $(STAMP) broker
 
 bench-sensors: $(STAMP) third-party
 	$(BIN)/python benchmarks/sensors.py --write docs/benchmarks.md
+
+bench-models: $(STAMP) third-party
+	$(BIN)/python benchmarks/models.py --write docs/benchmarks.md
+
+bench-detection: $(STAMP) third-party
+	$(BIN)/python benchmarks/detection.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

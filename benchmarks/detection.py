@@ -1,6 +1,6 @@
 """Benchmark: what decoding + NMS cost next to the detector's inference, on the real detectors and real photos.
 
-    python benchmarks/detection.py
+    python benchmarks/detection.py [--write docs/benchmarks.md]
 
 For NudeNet's YOLOv8n (320x320, 2100 boxes x 18 classes) in onnxruntime and MediaPipe's BlazeFace (128x128, 896
 anchors) in LiteRT, one thread, batch 1, over the test photos (tests/support/detectors.py): the median time of
@@ -11,6 +11,9 @@ score threshold of 0.01, where thousands of candidate boxes reach NMS.
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import platform
 import statistics
 import sys
 import tempfile
@@ -20,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.convert import _cpu_name, write_section  # noqa: E402
 from converter.card_inference import resolve_card  # noqa: E402
 from converter.image_data import image_files  # noqa: E402
 from edge_runtime.card import ModelCard  # noqa: E402
@@ -67,7 +71,7 @@ def tflite_runner(path: Path):
     return run
 
 
-def measure(name: str, card: ModelCard, run, photos: list[Path]) -> None:
+def measure(name: str, card: ModelCard, run, photos: list[Path]) -> str:
     preprocess = Preprocessor(card)
     low = card.model_copy(update={"output": card.output.model_copy(update={"score_threshold": 0.01})})
     decoder, decoder_low = DetectionDecoder(card), DetectionDecoder(low)
@@ -82,25 +86,42 @@ def measure(name: str, card: ModelCard, run, photos: list[Path]) -> None:
                                                                                                    transforms)))
         boxes += len(decoder.decode(outputs, transforms)[0])
     run_ms, decode_ms, crowded_ms = (statistics.median(values) for values in (inference, decode, crowded))
-    print(f"| {name} | {len(photos)} | {boxes} | {run_ms:.2f} ms | {decode_ms:.3f} ms | "
-          f"{100 * decode_ms / run_ms:.1f}% | {crowded_ms:.3f} ms ({100 * crowded_ms / run_ms:.1f}%) |")
+    return (f"| {name} | {len(photos)} | {boxes} | {run_ms:.2f} ms | {decode_ms:.3f} ms | "
+            f"{100 * decode_ms / run_ms:.1f}% | {crowded_ms:.3f} ms ({100 * crowded_ms / run_ms:.1f}%) |")
 
 
-def main() -> None:
+MARK = ("<!-- bench:detection:start -->", "<!-- bench:detection:end -->")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", type=Path, help="replace the detection section of this markdown file")
+    args = parser.parse_args(argv)
+    lines = [
+        f"Command: `python benchmarks/detection.py{' --write ' + str(args.write) if args.write else ''}`  ",
+        f"Date: {datetime.date.today().isoformat()}; machine: {_cpu_name()}, {platform.machine()}; 1 thread, batch 1, "
+        f"medians over the photos of each photo's median of {REPEATS} runs.",
+        "",
+        "| model | photos | boxes | inference (median) | decode + NMS (median) | share | at threshold 0.01 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as folder:
         _, evaluation = write_photo_folders(Path(folder))
         photos = image_files(evaluation)
-        print("| model | photos | boxes | inference (median) | decode + NMS (median) | share | at threshold 0.01 |")
-        print("|---|---|---|---|---|---|---|")
         nudenet = model_path("nudenet-yolov8n")
-        measure("NudeNet YOLOv8n 320 (onnxruntime)", resolve_card(None, nudenet, "onnx").card,
-                onnx_runner(nudenet), photos)
+        lines.append(measure("NudeNet YOLOv8n 320 (onnxruntime)", resolve_card(None, nudenet, "onnx").card,
+                             onnx_runner(nudenet), photos))
         card_path = Path(folder) / "blazeface.yaml"
         card_path.write_text(BLAZEFACE_CARD)
         blazeface = model_path("blazeface-short-range")
-        measure("BlazeFace short range 128 (LiteRT)", resolve_card(card_path, blazeface, "tflite").card,
-                tflite_runner(blazeface), photos)
+        lines.append(measure("BlazeFace short range 128 (LiteRT)", resolve_card(card_path, blazeface, "tflite").card,
+                             tflite_runner(blazeface), photos))
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section(args.write, text, MARK, "Detection decode + NMS (`benchmarks/detection.py`)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -14,10 +14,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edge_runtime.detection import Detections
+from edge_runtime.card import ModelCard
+from edge_runtime.detection import DetectionDecoder, Detections
 from edge_runtime.detection.nms import iou_matrix
 
 MATCH_IOU = 0.5
+#: `score_error` decodes candidates at this share of the card's score threshold
+LENIENT_THRESHOLD = 0.25
 
 
 @dataclass(frozen=True)
@@ -73,3 +76,30 @@ def summary(found: list[Detections], labels: list[str] | None) -> dict:
             counts[labels[index] if labels and 0 <= index < len(labels) else str(int(index))] += 1
     return {"images": len(found), "images_with_boxes": sum(1 for frame in found if len(frame)),
             "boxes": sum(counts.values()), "by_label": dict(counts.most_common())}
+
+
+def score_error(reference: list[Detections], candidate: list[Detections]) -> float:
+    """A continuous version of the matched-box loss, for ranking what hurts before a box is actually lost: per box
+    of the original, 1 - IoU x min(1, score ratio) of its best same-class box in the candidate's detections (decode
+    those with a lower score threshold, so a box that fell just under the card's threshold still counts as nearly
+    kept); 1 for a box with no overlapping box at all. Mean over the original's boxes; 0 when identical."""
+    if len(reference) != len(candidate):
+        raise ValueError(f"{len(reference)} images against {len(candidate)}")
+    losses = []
+    for left, right in zip(reference, candidate, strict=True):
+        if not len(left):
+            continue
+        if not len(right):
+            losses.append(np.ones(len(left)))
+            continue
+        overlap = iou_matrix(left.boxes, right.boxes)
+        overlap[left.classes[:, None] != right.classes[None, :]] = 0.0
+        ratio = np.minimum(1.0, right.scores[None, :] / np.maximum(left.scores[:, None], 1e-9))
+        losses.append(1.0 - np.max(overlap * ratio, axis=1))
+    return float(np.mean(np.concatenate(losses))) if losses else 0.0
+
+
+def lenient_decoder(card: ModelCard) -> DetectionDecoder:
+    """The card's decoder at a quarter of its score threshold: what `score_error` reads a candidate's boxes with."""
+    output = card.output.model_copy(update={"score_threshold": card.output.score_threshold * LENIENT_THRESHOLD})
+    return DetectionDecoder(card.model_copy(update={"output": output}))

@@ -138,9 +138,10 @@ def render_report(report: dict, console: Console) -> None:
     for trial in report.get("calibration", []):
         chosen = "  <- chosen" if trial.get("chosen") else ""
         agreement = _percent(trial.get("agreement"))
+        loss = "" if trial.get("loss") is None else f", loss {trial['loss'] * 100:.2f} pt (error {trial['error']:.4f})"
         console.print(
             f"calibration {trial['method']:<10} held-out agreement {agreement}, cosine {trial['cosine_mean']:.5f}"
-            f"{chosen}"
+            f"{loss}{chosen}"
         )
     render_int8_region(report.get("int8_region") or {}, console)
     render_pruning(report.get("pruning") or {}, console)

@@ -1,8 +1,9 @@
 """Quantize: onnxruntime's static QDQ quantizer with the board's signedness, and fp16 for GPU boards.
 
 The calibration method is chosen by measured fidelity on calibration samples held out from calibration, not by
-habit; when the accuracy gate fails, `sensitive_nodes` ranks nodes by how much signal they lose to quantization
-(onnxruntime's qdq_loss_debug) so the pipeline can leave the worst in float and try again.
+habit, judged as the gate judges (converter/held_out.py: matched boxes for a detector); when the accuracy gate
+fails, the nodes whose int8 inputs alone cost the most at the output (converter/sensitivity.py) are left in float
+and it tries again.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from onnxruntime.quantization import (
 from converter.conversion import Conversion
 from converter.data import Dataset
 from converter.errors import ConversionError
-from converter.evaluate import compare
+from converter.held_out import HeldOutJudge
 from converter.int8_region import choose_region
 from converter.opset_upgrade import prepare_for_qdq
+from converter.sensitivity import rank_nodes
 from edge_runtime.board import Board
 
 CALIBRATION_METHODS = {
@@ -43,6 +45,8 @@ CALIBRATION_METHODS = {
 _QUANT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 #: Rounds of leaving more of the most sensitive nodes in float (1, 2, 4, 8 more) before the gate refuses.
 MAX_EXCLUSION_ROUNDS = 4
+#: Calibration samples the per-node sensitivity is measured on (one run of them per quantized node)
+SENSITIVITY_SAMPLES = 16
 
 
 class DatasetReader(CalibrationDataReader):
@@ -98,6 +102,8 @@ class CalibrationTrial:
     agreement: float | None
     cosine_mean: float
     chosen: bool = False
+    loss: float | None = None  # the gate's measure on the held-out quarter
+    error: float | None = None  # the continuous error that breaks ties (converter/held_out.py)
 
 
 def quantize_int8(
@@ -145,49 +151,6 @@ def quantize_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return convert_float_to_float16(model, keep_io_types=True)
 
 
-def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    return {output: node for node in model.graph.node for output in node.output}
-
-
-def sensitive_nodes(
-    float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, samples: Dataset, *, batch_size: int = 16
-) -> list[tuple[str, float]]:
-    """Nodes of the float model ranked by the signal-to-quantization-noise they lose (dB), worst first.
-
-    A node's loss is the SQNR of its inputs in the quantized model minus the SQNR of its output: errors
-    accumulate along the graph, so the raw SQNR of late tensors would blame the last layers for everything.
-    """
-    from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        compute_activation_error,
-        create_activation_matching,
-        modify_model_output_intermediate_tensors,
-    )
-
-    with tempfile.TemporaryDirectory(prefix="edge-qdq-debug-") as workdir:
-        paths = {}
-        for name, model in (("float", float_model), ("qdq", qdq_model)):
-            plain, augmented = Path(workdir) / f"{name}.onnx", Path(workdir) / f"{name}.aug.onnx"
-            onnx.save(model, str(plain))
-            modify_model_output_intermediate_tensors(str(plain), str(augmented))
-            paths[name] = str(augmented)
-        float_acts = collect_activations(paths["float"], DatasetReader(samples, batch_size))
-        qdq_acts = collect_activations(paths["qdq"], DatasetReader(samples, batch_size))
-    errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
-    sqnr = {name: values["xmodel_err"] for name, values in errors.items() if "xmodel_err" in values}
-    graph_inputs = {value.name for value in float_model.graph.input}
-    ranking = []
-    for node in float_model.graph.node:
-        outputs = [sqnr[name] for name in node.output if name in sqnr]
-        if not outputs or not node.name:
-            continue
-        inputs = [sqnr[name] for name in node.input if name in sqnr and name not in graph_inputs]
-        before = min(inputs) if inputs else max(outputs)
-        ranking.append((node.name, float(before - min(outputs))))
-    ranking.sort(key=lambda item: item[1], reverse=True)
-    return ranking
-
-
 def choose_calibration(
     conversion: Conversion[onnx.ModelProto],
     settings: QuantizeSettings,
@@ -203,15 +166,15 @@ def choose_calibration(
         return "minmax"
     index = np.arange(len(calibration))
     fit, held_out = calibration.subset(index % 4 != 3), calibration.subset(index % 4 == 3)
-    float_out = conversion.run(model, held_out, "held-out (float)")[conversion.output_name]
+    judge = HeldOutJudge(conversion, model, held_out)
     trials = []
     for method in CALIBRATION_METHODS:
         with conversion.progress.bar(f"calibrate {method}", len(fit)) as advance:
             candidate = quantize_int8(model, settings, fit, method=method, advance=advance)
-        out = conversion.run(candidate, held_out, f"held-out ({method})")[conversion.output_name]
-        fidelity = compare(float_out, out, classification=conversion.classification, threshold=conversion.threshold)
-        trials.append(CalibrationTrial(method, fidelity.agreement, round(fidelity.cosine_mean, 6)))
-    best = max(trials, key=lambda t: (t.agreement if t.agreement is not None else 0.0, t.cosine_mean))
+        judged = judge(candidate, f"held-out ({method})")
+        trials.append(CalibrationTrial(method, judged.agreement, round(judged.cosine_mean, 6),
+                                       loss=round(judged.loss, 6), error=round(judged.error, 6)))
+    best = min(trials, key=lambda t: (t.loss, t.error))
     best.chosen = True
     report.calibration = [trial.__dict__ for trial in trials]
     return best.method
@@ -229,17 +192,15 @@ def _choose_region(
         measurable = f"not measured: the target '{board.name}' is {board.arch} and this host is {platform.machine()}"
     else:
         measurable = ""
-    reference: dict[int, np.ndarray] = {}
+    judges: dict[int, HeldOutJudge] = {}
 
     def quantize(graph: onnx.ModelProto, op_types: list[str], data: Dataset) -> onnx.ModelProto:
         return quantize_int8(graph, replace(settings, op_types=op_types), data)
 
     def loss(graph: onnx.ModelProto, data: Dataset) -> float:
-        key = id(data)
-        if key not in reference:
-            reference[key] = conversion.run(model, data, "held-out (float)")[conversion.output_name]
-        outputs = conversion.run(graph, data, "held-out (int8 region)")[conversion.output_name]
-        return conversion.data_loss(data, reference[key], outputs)
+        if id(data) not in judges:
+            judges[id(data)] = HeldOutJudge(conversion, model, data)
+        return judges[id(data)](graph, "held-out (int8 region)").loss
 
     with conversion.progress.bar("int8 region", 1) as advance:
         choice = choose_region(
@@ -260,6 +221,7 @@ def _int8_stage(conversion: Conversion[onnx.ModelProto]) -> str:
     model, settings.per_channel = opset.model, opset.per_channel
     if opset.note:
         conversion.report.notes.append(opset.note)
+    calibration, boxed = _detector_order(conversion, model, calibration)
     settings.op_types = _choose_region(conversion, settings, model, calibration)
     method = choose_calibration(conversion, settings, calibration, model)
     with conversion.progress.bar(f"calibrate {method} (all data)", len(calibration)) as advance:
@@ -267,14 +229,16 @@ def _int8_stage(conversion: Conversion[onnx.ModelProto]) -> str:
     stage = f"int8 {settings.describe()}, {method}"
     conversion.record(stage, quantized, "int8")
     excluded: list[str] = []
+    ranking: list[str] | None = None
     rounds = 0
     while conversion.loss(stage) > conversion.options.max_accuracy_drop and rounds < MAX_EXCLUSION_ROUNDS:
         rounds += 1
-        samples = calibration.subset(slice(0, min(64, len(calibration))))
-        ranking = [name for name, _ in sensitive_nodes(model, quantized, samples) if name not in excluded]
-        if not ranking:
+        if ranking is None:
+            ranking = _rank_sensitive(conversion, model, quantized, settings, calibration, boxed)
+        remaining = [name for name in ranking if name not in excluded]
+        if not remaining:
             break
-        excluded += ranking[: 2 ** (rounds - 1)]
+        excluded += remaining[: 2 ** (rounds - 1)]
         with conversion.progress.bar(f"re-quantize without {len(excluded)} node(s)", len(calibration)) as advance:
             quantized = quantize_int8(
                 model, settings, calibration, method=method, nodes_to_exclude=excluded, advance=advance
@@ -283,6 +247,46 @@ def _int8_stage(conversion: Conversion[onnx.ModelProto]) -> str:
         conversion.record(stage, quantized, "mixed", note="excluded: " + ", ".join(excluded))
     conversion.report.excluded_nodes = excluded
     return stage
+
+
+def _detector_order(conversion: Conversion[onnx.ModelProto], model: onnx.ModelProto, calibration: Dataset
+                    ) -> tuple[Dataset, int]:
+    """For a detector, the calibration images in which the float model finds boxes first, and how many there are
+    (else the data as it is, and its length). The held-out quarters (every 4th sample) then hold a quarter of the
+    images with boxes: an image without any tells nothing about boxes lost, and a photo folder sorted by name may
+    put most of them on one side of the split."""
+    if conversion.detector is None:
+        return calibration, len(calibration)
+    found = conversion.detections(conversion.run(model, calibration, "calibration (float)"))
+    boxed = [index for index, frame in enumerate(found) if len(frame)]
+    if not boxed:
+        return calibration, len(calibration)
+    order = np.array(boxed + [index for index, frame in enumerate(found) if not len(frame)], dtype=int)
+    return calibration.subset(order), len(boxed)
+
+
+def sensitivity_samples(calibration: Dataset, informative: int) -> Dataset:
+    """Up to SENSITIVITY_SAMPLES samples spread over the first `informative` ones (for a detector, the images with
+    boxes: `_detector_order`)."""
+    index = np.arange(min(informative, len(calibration)) or len(calibration))
+    step = max(1, -(-len(index) // SENSITIVITY_SAMPLES))
+    return calibration.subset(index[::step][:SENSITIVITY_SAMPLES])
+
+
+def _rank_sensitive(conversion: Conversion[onnx.ModelProto], model: onnx.ModelProto, quantized: onnx.ModelProto,
+                    settings: QuantizeSettings, calibration: Dataset, informative: int) -> list[str]:
+    """The nodes the quantizer can leave in float, worst first: each quantized alone, its output error on
+    calibration samples (converter/sensitivity.py)."""
+    samples = sensitivity_samples(calibration, informative)
+    judge = HeldOutJudge(conversion, model, samples)
+    with conversion.progress.bar("per-node sensitivity", 1) as advance:
+        ranking = rank_nodes(model, quantized, lambda hybrid: judge(hybrid, "one node in int8").error,
+                             settings.op_types)
+        advance(1)
+    top = ", ".join(f"{name} {error:.4f}" for name, error in ranking[:5])
+    conversion.report.notes.append(f"per-node sensitivity (output error with only that node in int8, on "
+                                   f"{len(samples)} calibration samples): {top}")
+    return [name for name, error in ranking if error > 0]
 
 
 def quantize_pass(conversion: Conversion[onnx.ModelProto]) -> None:

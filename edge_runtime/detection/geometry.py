@@ -30,9 +30,8 @@ class ImageTransform:
 
     def to_source(self, boxes: np.ndarray) -> np.ndarray:
         """[K, 4] x1, y1, x2, y2 in model-input pixels -> source pixels, clipped to the frame."""
-        offset = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], dtype=np.float32)
-        scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y], dtype=np.float32)
-        limit = np.array([self.source_width, self.source_height] * 2, dtype=np.float32)
+        offset, scale, limit = np.array([[self.pad_x, self.pad_y] * 2, [self.scale_x, self.scale_y] * 2,
+                                         [self.source_width, self.source_height] * 2], dtype=np.float32)  # one array
         return np.minimum(np.maximum((boxes - offset) / scale, 0), limit).astype(np.float32, copy=False)
 
 

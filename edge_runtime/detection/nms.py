@@ -24,12 +24,18 @@ def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def _overlapping(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """[K, K] IoU > threshold, without the division."""
-    width = np.minimum.outer(boxes[:, 2], boxes[:, 2]) - np.maximum.outer(boxes[:, 0], boxes[:, 0])
-    height = np.minimum.outer(boxes[:, 3], boxes[:, 3]) - np.maximum.outer(boxes[:, 1], boxes[:, 1])
-    intersection = np.maximum(width, 0) * np.maximum(height, 0)
-    area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
-    return intersection > iou_threshold * (np.add.outer(area, area) - intersection)
+    """[K, K] IoU > threshold, without the division (intersection x (1 + t) > t x (area_a + area_b)). The
+    coordinates are laid out [4, K] so that x and y go through each min/max together with K-long inner loops:
+    fewer numpy calls, which is what a frame's few dozen candidates cost."""
+    corners = np.ascontiguousarray(boxes.T)
+    low, high = corners[:2], corners[2:]
+    extent = np.minimum(high[:, :, None], high[:, None, :])
+    extent -= np.maximum(low[:, :, None], low[:, None, :])
+    np.maximum(extent, 0, out=extent)
+    intersection = extent[0] * extent[1]
+    size = np.maximum(high - low, 0)
+    area = size[0] * size[1]
+    return intersection * (1 + iou_threshold) > iou_threshold * np.add.outer(area, area)
 
 
 #: up to this many candidates the IoU matrix is computed once and the greedy pass reads rows of it; beyond, one
@@ -49,18 +55,26 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshol
         span = float(shifted.max()) - min(float(shifted.min()), 0.0) + 1.0
         shifted = shifted + (classes[order].astype(np.float32) * span)[:, None]
     if len(order) <= DENSE_LIMIT:
-        overlapping = _overlapping(shifted, iou_threshold)
-        removed = np.zeros(len(order), dtype=bool)
-        keep: list[int] = []
-        for index in range(len(order)):
-            if removed[index]:
-                continue
-            keep.append(index)
-            if len(keep) == max_detections:
-                break
-            removed |= overlapping[index]
-        return order[keep]
+        return order[_greedy_dense(_overlapping(shifted, iou_threshold), max_detections)]
     return order[_greedy_rows(shifted, iou_threshold, max_detections)]
+
+
+def _greedy_dense(overlapping: np.ndarray, max_detections: int) -> list[int]:
+    """Greedy NMS over a precomputed [K, K] overlap matrix (boxes sorted best first): a step per kept box, not per
+    candidate (the next kept box is the first one still standing)."""
+    standing = np.ones(len(overlapping), dtype=bool)
+    apart = ~overlapping
+    keep: list[int] = []
+    index = 0
+    while True:
+        keep.append(index)
+        if len(keep) == max_detections:
+            return keep
+        standing &= apart[index]
+        standing[index] = False  # a box of zero area does not overlap itself
+        index = int(standing.argmax())
+        if not standing[index]:
+            return keep
 
 
 def _greedy_rows(boxes: np.ndarray, iou_threshold: float, max_detections: int) -> list[int]:

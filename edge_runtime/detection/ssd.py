@@ -72,18 +72,30 @@ class SsdDecoder:
         self.spec, self.width, self.height = spec, width, height
         self.anchors = ssd_anchors(spec.anchors, height, width)
         decoder = spec.decoder
-        # per anchor, precomputed: centre/size = raw (in x, y, w, h order) * multiplier + offset, in input pixels
+        # per anchor, precomputed once: centre/size = raw * multiplier + offset in input pixels, both kept in the
+        # model's own coordinate order (no column shuffle per call) and stacked so one gather fetches both
         pixels = np.array([width, height, width, height], np.float32)
         scales = np.array([decoder.x_scale, decoder.y_scale, decoder.w_scale, decoder.h_scale], np.float32)
-        self._multiplier = self.anchors[:, [2, 3, 2, 3]] / scales * pixels
-        self._offset = np.zeros_like(self.anchors)
-        self._offset[:, :2] = self.anchors[:, :2] * pixels[:2]
+        multiplier = self.anchors[:, [2, 3, 2, 3]] / scales * pixels
+        offset = np.zeros_like(self.anchors)
+        offset[:, :2] = self.anchors[:, :2] * pixels[:2]
         if decoder.apply_exponential_on_box_size:  # sizes are exp(raw / scale) * anchor size instead
-            self._multiplier[:, 2:] = 1.0 / scales[2:]
+            multiplier[:, 2:] = 1.0 / scales[2:]
         self._order = [0, 1, 2, 3] if decoder.reverse_output_order else [1, 0, 3, 2]
+        inverse = np.argsort(self._order)  # model column -> x, y, w, h position
+        self._affine = np.ascontiguousarray(np.stack([multiplier[:, inverse], offset[:, inverse]], axis=1))
+        # x, y, w, h (in the model's column order) -> x1, y1, x2, y2 as one 4 x 4 product
+        corners = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]], np.float32)
+        self._corners = np.ascontiguousarray(corners[inverse])
+        self._size_columns = [self._order[2], self._order[3]]  # model columns of w and h
         threshold = spec.score_threshold
         self._logit_threshold = (-np.inf if threshold <= 0 else np.inf if threshold >= 1
                                  else math.log(threshold / (1 - threshold)))
+        clip = decoder.score_clipping_thresh
+        # bounds on the negated logits: the lower one (-clip) always applies, the upper one (clip) only when the
+        # threshold lets logits below -clip through
+        self._clip_low = None if clip is None else np.float32(-clip)
+        self._clip_high = None if clip is None or self._logit_threshold >= -clip else np.float32(clip)
         names = spec.outputs
         self.boxes_name = names.boxes if names else None
         self.scores_name = names.scores if names else None
@@ -118,28 +130,42 @@ class SsdDecoder:
         return [self._image(box, score) for box, score in zip(boxes, scores, strict=True)]
 
     def _image(self, raw_boxes: np.ndarray, raw_scores: np.ndarray) -> Candidates:
+        """Threshold first, then decode only the anchors that passed: a frame has hundreds of anchors and a handful
+        of candidates, so the per-call cost is a few numpy calls on small arrays."""
         decoder, threshold = self.spec.decoder, self.spec.score_threshold
         single = raw_scores.shape[1] == 1
         best = raw_scores[:, 0] if single else raw_scores.max(axis=1)
         if decoder.sigmoid_score:
             # sigmoid is monotonic: threshold the logits, clip and squash only the survivors
             keep = np.flatnonzero(best >= self._logit_threshold)
-            logits = best[keep].astype(np.float64)
-            if decoder.score_clipping_thresh is not None:
-                logits = np.clip(logits, -decoder.score_clipping_thresh, decoder.score_clipping_thresh)
-            scores = 1.0 / (1.0 + np.exp(-logits))
+            if keep.size == 0:
+                return Candidates.empty()
+            # the survivors are >= the threshold's logit, so only the upper clip can apply (np.clip's own overhead
+            # is several times that of np.minimum at these sizes); float32 is exact enough once clipped at 100
+            negated = -best[keep].astype(np.float32, copy=False)
+            if self._clip_low is not None:
+                np.maximum(negated, self._clip_low, out=negated)
+            if self._clip_high is not None:
+                np.minimum(negated, self._clip_high, out=negated)
+            scores = np.exp(negated)
+            scores += 1.0
+            np.reciprocal(scores, out=scores)
         else:
             keep = np.flatnonzero(best >= threshold)
-            scores = best[keep]
-        if keep.size == 0:
-            return Candidates.empty()
+            if keep.size == 0:
+                return Candidates.empty()
+            scores = best[keep].astype(np.float32, copy=False)
         classes = np.zeros(keep.size, np.int64) if single else raw_scores[keep].argmax(axis=1)
         offset = decoder.box_coord_offset
-        raw = raw_boxes[keep, offset:offset + 4][:, self._order]  # x, y, w, h
-        values = raw * self._multiplier[keep] + self._offset[keep]
+        affine = self._affine[keep]
+        values = raw_boxes[keep, offset:offset + 4] * affine[:, 0] + affine[:, 1]  # x, y, w, h in model order
         if decoder.apply_exponential_on_box_size:
-            values[:, 2:] = np.exp(values[:, 2:]) * self.anchors[keep, 2:] * np.array([self.width, self.height])
-        half = values[:, 2:] / 2
-        box = np.concatenate([values[:, :2] - half, values[:, :2] + half], axis=1).astype(np.float32)
-        valid = (half > 0).all(axis=1)
-        return Candidates(box[valid], scores[valid].astype(np.float32), classes[valid])
+            sizes = self._size_columns
+            values[:, sizes] = (np.exp(values[:, sizes]) * self.anchors[keep, 2:]
+                                * np.array([self.width, self.height], np.float32))
+        box = (values @ self._corners).astype(np.float32, copy=False)
+        positive = box[:, 2:] > box[:, :2]
+        if positive.all():
+            return Candidates(box, scores, classes)
+        valid = positive.all(axis=1)
+        return Candidates(box[valid], scores[valid], classes[valid])

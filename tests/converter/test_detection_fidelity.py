@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from converter.detection_fidelity import match_boxes
+from converter.detection_fidelity import match_boxes, score_error
 from converter.evaluate import Fidelity, quality_loss
 from edge_runtime.detection import Detections
 
@@ -33,3 +34,13 @@ def test_the_gate_measures_unmatched_boxes_for_detectors():
     fidelity = Fidelity(samples=4, agreement=None, cosine_mean=0.999, cosine_min=0.99, max_abs_diff=0.1,
                         matched_boxes=0.9)
     assert abs(quality_loss(fidelity, fidelity) - 0.1) < 1e-9
+
+
+def test_score_error_is_continuous_where_the_matched_rate_is_not():
+    original = [frame((0, 0, 10, 10, 0.8, 0), (20, 20, 30, 30, 0.8, 1))]
+    assert score_error(original, original) == 0.0
+    # the same boxes at half the score: no box lost at a low threshold, but half the score gone
+    assert score_error(original, [frame((0, 0, 10, 10, 0.4, 0), (20, 20, 30, 30, 0.4, 1))]) == pytest.approx(0.5)
+    # one box gone, the other of another class: nothing left
+    assert score_error(original, [frame((20, 20, 30, 30, 0.8, 0))]) == 1.0
+    assert score_error([frame()], [frame((0, 0, 10, 10, 0.9, 0))]) == 0.0  # nothing to lose

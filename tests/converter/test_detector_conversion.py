@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 
 from converter.cli import main as convert
@@ -36,7 +37,7 @@ def converted(tmp_path, capsys, *args: str) -> dict:
 def test_ultralytics_yolo_converts_with_no_card_from_a_folder_of_photos(target, photos, tmp_path, capsys):
     calibration, evaluation = photos
     result = converted(tmp_path, capsys, str(model_path("nudenet-yolov8n")), "--target", target,
-                       "--calibration", str(calibration), "--eval", str(evaluation), "--max-accuracy-drop", "0.15",
+                       "--calibration", str(calibration), "--eval", str(evaluation), "--max-accuracy-drop", "0.05",
                        "--no-latency")
     report, card = result["report"], result["manifest"].card
     fields = report["inferred"]["fields"]
@@ -50,8 +51,14 @@ def test_ultralytics_yolo_converts_with_no_card_from_a_folder_of_photos(target, 
     assert stages["fused"]["boxes"]["rate"] == 1.0
     final = stages[report["final_stage"]]
     assert final["precision"] in ("int8", "mixed")
-    assert final["boxes"]["rate"] >= 0.85 and report["gate"]["loss"] == pytest.approx(1 - final["boxes"]["rate"],
+    assert final["boxes"]["rate"] >= 0.95 and report["gate"]["loss"] == pytest.approx(1 - final["boxes"]["rate"],
                                                                                       abs=1e-6)
+    # calibration methods were judged by matched boxes on held-out photos, not by the raw tensor's cosine
+    assert all(trial["loss"] is not None for trial in report["calibration"])
+    # what was left in float are nodes the quantizer can leave out (Conv), ranked by the error each causes alone
+    convs = {node.name for node in onnx.load(str(model_path("nudenet-yolov8n"))).graph.node if node.op_type == "Conv"}
+    assert set(report["excluded_nodes"]) <= convs
+    assert any(note.startswith("per-node sensitivity") for note in report["notes"]) or not report["excluded_nodes"]
 
 
 def test_blazeface_tflite_with_a_card(photos, tmp_path, capsys):

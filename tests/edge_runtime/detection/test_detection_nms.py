@@ -53,3 +53,9 @@ def test_random_boxes_agree_with_the_textbook_loop():
 
 def test_no_boxes():
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), 0.5, 10).tolist() == []
+
+
+def test_boxes_of_zero_area_and_exact_duplicates_end():
+    boxes = np.array([[5, 5, 5, 5], [0, 0, 10, 10], [0, 0, 10, 10], [5, 5, 5, 5]], np.float32)
+    kept = nms(boxes, np.array([0.9, 0.8, 0.7, 0.6], np.float32), np.zeros(4, np.int64), 0.5, 10)
+    assert kept.tolist() == [0, 1, 3]  # a zero-area box overlaps nothing, not even its twin; the duplicate goes

@@ -166,8 +166,9 @@ def resolve_dims(
     data_shapes = dict(data_shapes or {})
     if len(inputs) == 1 and inputs[0].name not in data_shapes and "x" in data_shapes:
         data_shapes[inputs[0].name] = data_shapes["x"]
-    from_card = card_shapes(inputs, card)
     declared = set(card.constants) | set(card.state) if card else set()
+    # the card's streamed input is the one input it does not declare as a constant or state, wherever it stands
+    from_card = card_shapes([value for value in inputs if value.name not in declared], card)
     fixes: list[DimFix] = []
     for value in inputs:
         if value.name in declared:  # fed by the card (converter/declared_inputs.py fixed it); scalars included

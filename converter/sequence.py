@@ -31,7 +31,9 @@ RECORDING_KEY = "recording"
 def needs_plan(card: ModelCard | None, path: Path) -> bool:
     """Data read through the card: a folder of recordings, or a model with constants or state (a folder for an
     image model is a folder of images, read by converter/image_data.py)."""
-    if card is not None and card.input.kind == "image":
+    if card is None:  # a folder without a card: the image-folder reader says what it needs
+        return False
+    if card.input.kind == "image":
         return bool(card.constants or card.state)
     return path.is_dir() or (card is not None and bool(card.constants or card.state))
 

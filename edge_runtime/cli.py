@@ -166,7 +166,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             model = load_bundle_model(model_config.bundle, name=model_config.name, backends=model_config.backends,
                                       board=board, trusted_keys=keys,
-                                      require_signature=config.security.require_signature)
+                                      # the same policy and limits as `run` (edge_runtime/daemon.py)
+                                      require_signature=config.security.require_signature or bool(keys),
+                                      max_bundle_bytes=config.security.max_bundle_bytes)
         except _known_errors() as exc:
             _problem(f"model {label}: {exc}")
             failures += 1

@@ -191,7 +191,7 @@ class StreamState:
     def __init__(self, plan: InputPlan, max_gap_s: float | None):
         self.plan = plan
         self.max_gap_s = max_gap_s
-        self.resets = {"gap": 0, "time_back": 0}
+        self.resets = {"gap": 0, "time_back": 0, "non_finite": 0}
         self._values: dict[str, np.ndarray] | None = None
         self._last_ts: float | None = None
 
@@ -210,7 +210,15 @@ class StreamState:
         return self._values
 
     def after(self, outputs: Mapping[str, np.ndarray]) -> None:
-        self._values = self.plan.next_state(outputs)
+        values = self.plan.next_state(outputs)
+        if any(np.issubdtype(np.asarray(value).dtype, np.floating) and not np.isfinite(value).all()
+               for value in values.values()):
+            # a NaN/inf state would poison every later window of the stream: start over instead (the window
+            # itself is dropped and counted by the worker)
+            self._values = None
+            self.resets["non_finite"] += 1
+            return
+        self._values = values
 
     def reset(self) -> None:
         self._values, self._last_ts = None, None

@@ -114,3 +114,23 @@ def test_data_of_the_wrong_rank_for_a_dynamic_input(tmp_path, capsys):
     code, text = convert(capsys, onnx_path, "-o", tmp_path / "o.bundle", "--calibration", tmp_path / "cal.npz")
     assert code == 2
     assert "input 'x' has shape [4, 3, 16] (3 dimensions)" in text and "[-1, 3, -1, -1] (4 dimensions)" in text
+
+
+def test_the_card_shape_goes_to_the_streamed_input_when_a_state_input_comes_first():
+    """A recurrent export may list its state before the streamed input: the card's (unnamed) input is the one
+    input the card does not declare as state or constant, wherever it stands."""
+    from converter.dims import resolve_dims
+    from edge_runtime.card import ModelCard
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["h"], ["hN"]), helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("h", onnx.TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "F"])],
+        [helper.make_tensor_value_info("hN", onnx.TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", "F"])])
+    proto = helper.make_model(graph)
+    card = ModelCard.model_validate({"name": "rnn", "input": {"kind": "features", "features": 6},
+                                     "output": {"kind": "regression", "name": "y"}, "state": {"h": "hN"}})
+    fixes = resolve_dims(proto, list(proto.graph.input), card)
+    assert [(fix.input, fix.axis, fix.value) for fix in fixes if fix.value != "batch"] == [("x", 1, 6)]
+    assert proto.graph.input[1].type.tensor_type.shape.dim[1].dim_value == 6

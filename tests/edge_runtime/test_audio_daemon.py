@@ -80,4 +80,4 @@ def test_silero_vad_in_the_daemon_decides_like_the_model_run_directly(quantize, 
     # speech and silence were both there, and the stream's state was never started over (no gaps in a replay)
     assert 0.3 < decisions.mean() < 0.95
     assert model_stats["state"] == {"inputs": ["state"], "reset_gap_s": pytest.approx(4 * 512 / 16000),
-                                    "resets": {"gap": 0, "time_back": 0}}
+                                    "resets": {"gap": 0, "time_back": 0, "non_finite": 0}}

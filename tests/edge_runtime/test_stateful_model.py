@@ -90,7 +90,7 @@ def test_state_is_carried_and_the_constant_fed(accumulator):
     # the threshold on the card's regression output: a decision on every prediction
     assert [message["decision"] for message in totals(published)] == [value >= 10.0 for value in got]
     assert worker.health()["state"] == {"inputs": ["state"], "reset_gap_s": 4 * WINDOW / RATE,
-                                        "resets": {"gap": 0, "time_back": 0}}
+                                        "resets": {"gap": 0, "time_back": 0, "non_finite": 0}}
 
 
 def test_state_starts_over_after_a_gap_and_when_time_goes_back(accumulator):
@@ -104,8 +104,23 @@ def test_state_starts_over_after_a_gap_and_when_time_goes_back(accumulator):
         worker.stop()
     got = [message["values"][0] for message in totals(published)]
     assert got == pytest.approx(expected_totals(samples[:WINDOW * 6], K, resets_before={3}))
-    assert worker.health()["state"]["resets"] == {"gap": 1, "time_back": 0}
+    assert worker.health()["state"]["resets"] == {"gap": 1, "time_back": 0, "non_finite": 0}
     assert worker.health()["state"]["reset_gap_s"] == 1.0
+
+
+def test_a_window_that_leaves_a_nan_state_is_dropped_and_the_state_starts_over(accumulator):
+    samples = np.ones(WINDOW * 6, dtype=np.float32)
+    samples[WINDOW * 3] = np.nan  # window 3 makes the total, and so the carried state, NaN
+    worker, published = start_worker(accumulator)
+    try:
+        worker.accept(block(samples, 100.0))
+        assert wait_until(lambda: worker.health()["state"]["resets"]["non_finite"] == 1 and published.count() == 5,
+                          10)
+    finally:
+        worker.stop()
+    got = [message["values"][0] for message in totals(published)]
+    clean = np.delete(samples, np.arange(WINDOW * 3, WINDOW * 4))  # the NaN window is counted, not published
+    assert got == pytest.approx(expected_totals(clean, K, resets_before={3}))  # the total starts over after it
 
 
 def test_a_stateful_model_runs_one_window_at_a_time_in_order(accumulator):

@@ -348,6 +348,7 @@ class Bundle:
         self.signature_status = signature_status
         self.signer_key_id = signer_key_id
         self._members = members
+        self._released: set[str] = set()
 
     def __repr__(self) -> str:
         manifest = self.manifest
@@ -359,10 +360,22 @@ class Bundle:
         return sorted(self._members)
 
     def read(self, name: str) -> bytes:
+        if name in self._released:
+            raise BundleError(f"{self.path}: member {name!r} was released once the model was loaded (read the bundle "
+                              "again for its bytes)")
         try:
             return self._members[name]
         except KeyError:
             raise BundleError(f"{self.path}: no member {name!r}") from None
+
+    def release(self, *names: str) -> None:
+        """Drop the bytes of these members: a loaded model's bytes live on in its backend (a parsed session, or an
+        interpreter that keeps its own reference), so the bundle holding them too only costs memory, for as long
+        as the model is served. The manifest and the other members (the golden output) stay readable."""
+        for name in names:
+            if name in self._members:
+                self._members[name] = b""
+                self._released.add(name)
 
     def model_bytes(self) -> bytes:
         return self.read(self.manifest.model.path)

@@ -296,6 +296,10 @@ def load_bundle_model(
             choice.backend.close()
             raise
         break
+    # the backend has the model now: the bundle's copy of it (and of accelerator models) would stay for as long
+    # as the model is served, megabytes each
+    bundle.release(manifest.model.path, *(entry.path for entry in manifest.accelerated))
+    accelerated.clear()
 
     model = LoadedModel(
         name=name or manifest.name,

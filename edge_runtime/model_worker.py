@@ -100,6 +100,11 @@ class ModelWorker:
             self.capacity = min(config.queue_size, IMAGE_QUEUE_MAX)
         if self._latest_frame:
             self.capacity = 1
+        # a source that waits for the model loses nothing by waiting early: with images it waits once a full batch
+        # is queued (the worker takes a batch, the source refills while it runs), not at 64 frames of megabytes
+        self._wait_depth = self.capacity
+        if isinstance(self.card.input, ImageInput):
+            self._wait_depth = min(self.capacity, config.max_batch)
         # detectors: what was found, by label, and the optional snapshots (a frame with its detections drawn)
         self._publish_snapshot = publish_snapshot
         self.detections = Counter()
@@ -221,6 +226,7 @@ class ModelWorker:
         capacity = self.capacity
         dropped = 0
         if self._backpressure:
+            capacity = self._wait_depth
             for start in range(0, len(items), capacity):
                 chunk = items[start:start + capacity]
                 with self._ready:

@@ -237,7 +237,16 @@ def open_backend(
             "onnxruntime can run none of the configured providers: " + "; ".join(a.sentence() for a in attempts),
             attempts,
         )
+    _drop_model_bytes(session)
     return OnnxRuntimeBackend(session, attempts, threads)
+
+
+def _drop_model_bytes(session: Any) -> None:
+    """onnxruntime's Python session keeps the model bytes it was made from for as long as it lives, only to make
+    the session again when providers change or its own fallback kicks in: neither happens here (`enable_fallback=0`,
+    providers fixed at creation), so those megabytes are let go once the graph is built."""
+    if isinstance(getattr(session, "_model_bytes", None), bytes):
+        session._model_bytes = None
 
 
 def describe_installed(board: Board) -> str:

@@ -99,6 +99,18 @@ def test_round_trip(tmp_path):
         bundle.read("other.bin")
 
 
+def test_released_members_are_refused_clearly_and_the_rest_stays_readable(tmp_path):
+    """A loaded model's bytes are let go (the backend has them); the golden output stays for `bench`."""
+    path = tmp_path / "model.bundle"
+    write(path)
+    bundle = read_bundle(path)
+    bundle.release(bundle.manifest.model.path)
+    with pytest.raises(BundleError, match="'model.onnx' was released once the model was loaded"):
+        bundle.model_bytes()
+    assert bundle.read("golden.npz") == make_members()["golden.npz"]
+    assert bundle.names == ["golden.npz", "model.onnx"]
+
+
 def test_files_table_lists_every_member_with_sha256_and_size(tmp_path):
     members = make_members()
     manifest = make_manifest()

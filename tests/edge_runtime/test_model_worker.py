@@ -344,6 +344,20 @@ def test_folder_of_images_waits_for_room_in_the_capped_queue(workers):
     assert worker.stats.snapshot()["dropped"] == 0
 
 
+def test_a_source_that_waits_queues_one_batch_of_frames_not_image_queue_max(workers):
+    """Frames can be megabytes: a waiting source loses nothing by waiting once a full batch is queued."""
+    publish = Published()
+    worker = make_worker(FakeModel(card(IMAGE), delay=0.002), source="folder", max_batch=2, publish=publish)
+    workers.append(worker)
+    assert worker.capacity == IMAGE_QUEUE_MAX
+    worker.start()
+    for index in range(40):
+        worker.accept(ImageFrame(ts=float(index), pixels=np.zeros((8, 8, 3), dtype=np.uint8)))
+        assert worker.queue_depth <= 2
+    assert wait_until(lambda: publish.count() == 40, TIMEOUT)
+    assert worker.stats.snapshot()["dropped"] == 0
+
+
 # -- finding 6: stopping a worker that never started ----------------------------------------------------------------
 def test_stop_of_a_worker_that_never_started_does_not_raise():
     worker = make_worker(FakeModel(card(FEATURES)))

@@ -68,6 +68,11 @@ def test_a_good_bundle_loads_and_reproduces_its_golden_output(bundle_path, board
     assert described["precision"] == manifest.model.precision
     assert described["target_board"] == "x86_64"
     assert described["signature"] == "unsigned"
+    # the backend holds the model: neither the bundle nor onnxruntime's Python session keeps its bytes too
+    with pytest.raises(BundleError, match="released"):
+        model.bundle.model_bytes()
+    assert model.choice.backend._session._model_bytes is None
+    assert model.bundle.golden()[0].keys() == {"x"}  # the golden output stays, for `bench`
     assert described["backend"] == {
         "active": "onnxruntime:CPUExecutionProvider",
         "degraded": False,

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.board_trees import board_trees
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("EDGE_ARM64_DIR") or REPO / ".cache" / "arm64")
-TREES = REPO / "tests" / "edge_runtime" / "hardware" / "trees"
+TREES = board_trees()
 QEMU = "qemu-aarch64-static"
 #: `make test-arm64` sets it: a missing sysroot is then a failure, not a skip
 REQUIRED = "EDGE_ARM64"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.hardware.detect import accelerators_present, detect_board, read_machine, resolve_board
+from tests.support.board_trees import board_trees
 
-TREES = Path(__file__).resolve().parent / "trees"
+TREES = board_trees()
 
 
 def detect(tree: str | Path, arch: str = "aarch64"):

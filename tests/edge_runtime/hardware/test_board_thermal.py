@@ -8,8 +8,9 @@ from pathlib import Path
 from edge_runtime.board import load_board
 from edge_runtime.hardware.thermal import find_thermal_zone, pi_throttling
 from edge_runtime.metrics import DeviceStats
+from tests.support.board_trees import board_trees
 
-TREES = Path(__file__).resolve().parent / "trees"
+TREES = board_trees()
 
 
 def device_stats(board: str, tree: str | Path) -> DeviceStats:

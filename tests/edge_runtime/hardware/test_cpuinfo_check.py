@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from edge_runtime.hardware.cpuinfo import cpuinfo_problem, installed_versions
+from tests.support.board_trees import board_trees
 
-TREES = Path(__file__).resolve().parent / "trees"
+TREES = board_trees()
 
 
 def test_real_arm_boards_pass():

@@ -132,8 +132,8 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path}: not a readable .npz file ({exc})") from None
 
 
-def fit_input(path: Path, info: TensorInfo, array: np.ndarray) -> np.ndarray:
-    """One model input's rows: the model's dtype (any float width for a float input), its shape, finite values."""
+def _checked_rows(path: Path, info: TensorInfo, array: np.ndarray) -> np.ndarray:
+    """The model's dtype (any float width for a float input), its shape, finite values; contiguous."""
     array = _fit_dtype(path, info.name, array, info.dtype)
     _fit_shape(path, info.name, array, info)
     if array.dtype.kind == "f":
@@ -143,9 +143,15 @@ def fit_input(path: Path, info: TensorInfo, array: np.ndarray) -> np.ndarray:
                 f"{path}: input '{info.name}' has NaN or infinite values in {int(bad.sum())} of "
                 f"{len(array)} samples (first: sample {int(np.argmax(bad))}); clean the data first"
             )
+    return np.ascontiguousarray(array)
+
+
+def fit_input(path: Path, info: TensorInfo, array: np.ndarray) -> np.ndarray:
+    """One model input's rows, checked (`_checked_rows`), at least one."""
+    array = _checked_rows(path, info, array)
     if not len(array):
         raise ConversionError(f"{path}: input '{info.name}' has no samples")
-    return np.ascontiguousarray(array)
+    return array
 
 
 def load_dataset(path: str | Path, inputs: list[TensorInfo], *, what: str) -> Dataset:
@@ -171,16 +177,7 @@ def load_dataset(path: str | Path, inputs: list[TensorInfo], *, what: str) -> Da
         raise ConversionError(f"{path}: arrays {', '.join(unknown)} match no model input ({', '.join(names)})")
     model_inputs: dict[str, np.ndarray] = {}
     for info in inputs:
-        array = _fit_dtype(path, info.name, arrays[info.name], info.dtype)
-        _fit_shape(path, info.name, array, info)
-        if array.dtype.kind == "f":
-            bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
-            if bad.any():
-                raise ConversionError(
-                    f"{path}: input '{info.name}' has NaN or infinite values in {int(bad.sum())} of "
-                    f"{len(array)} samples (first: sample {int(np.argmax(bad))}); clean the data first"
-                )
-        model_inputs[info.name] = np.ascontiguousarray(array)
+        model_inputs[info.name] = _checked_rows(path, info, arrays[info.name])
     counts = {len(array) for array in model_inputs.values()}
     if len(counts) != 1 or 0 in counts:
         raise ConversionError(f"{path}: inputs must have the same, non-zero number of samples; got {counts}")

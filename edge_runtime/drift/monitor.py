@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge_runtime.drift.missing import MissingSamples
 from edge_runtime.drift.reference import DriftReference
 
 LEVELS = ("ok", "warning", "drift")
@@ -163,7 +164,7 @@ class DriftMonitor:
         self._run = np.zeros(channels, dtype=np.int64)
         self._confidence: deque[float] = deque(maxlen=max(8, self.window // 4))
         self._waiting: deque[np.ndarray] = deque()  # the last `class_lag` hops, waiting for their class
-        self._missing: deque[tuple[int, int]] = deque()  # (samples seen when it happened, count)
+        self._missing = MissingSamples(self.window)
         self._updates = 0
         self._window_at = 0
         self._window_level: int | None = None
@@ -235,14 +236,11 @@ class DriftMonitor:
 
     def record_missing(self, count: int = 1) -> None:
         """Samples the daemon rejected as NaN/infinite: they count toward the missing share."""
-        self._missing.append((self.samples_seen, count))
+        self._missing.record(self.samples_seen, count)
 
     def missing_share(self) -> float:
         """Rejected samples among the last `window` accepted ones plus those rejected meanwhile."""
-        while self._missing and self.samples_seen - self._missing[0][0] > self.window:
-            self._missing.popleft()
-        missing = sum(count for _, count in self._missing)
-        return missing / (min(self.samples_seen, self.window) + missing) if missing else 0.0
+        return self._missing.share(self.samples_seen)
 
     # -- metrics -------------------------------------------------------------------------------------------------
     @property

@@ -28,6 +28,7 @@ from collections import deque
 
 import numpy as np
 
+from edge_runtime.drift.missing import MissingSamples
 from edge_runtime.drift.monitor import LEVELS
 
 #: frames or windows the out-of-range share is taken over
@@ -122,7 +123,7 @@ class SensorDriftMonitor:
         self._last = np.full(count, np.nan)
         self._run = np.zeros(count, dtype=np.int64)
         self._outputs: deque[tuple[int, float | None]] = deque(maxlen=self.window)
-        self._missing: deque[tuple[int, int]] = deque()
+        self._missing = MissingSamples(self.window)
 
     def update(self, statistics: np.ndarray, detections: list[dict] | None = None) -> None:
         statistics = np.asarray(statistics, dtype=np.float64)
@@ -142,13 +143,10 @@ class SensorDriftMonitor:
             self._outputs.append((len(detections), float(np.mean(scores)) if scores else None))
 
     def record_missing(self, count: int = 1) -> None:
-        self._missing.append((self.samples_seen, count))
+        self._missing.record(self.samples_seen, count)
 
     def missing_share(self) -> float:
-        while self._missing and self.samples_seen - self._missing[0][0] > self.window:
-            self._missing.popleft()
-        missing = sum(count for _, count in self._missing)
-        return missing / (min(self.samples_seen, self.window) + missing) if missing else 0.0
+        return self._missing.share(self.samples_seen)
 
     def _shares(self) -> np.ndarray:
         return self._outside_counts / max(self._filled, 1)

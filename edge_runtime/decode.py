@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -247,7 +248,10 @@ def decode_image(
     except InputRejected:
         raise
     except Exception as error:  # Pillow raises many types (UnidentifiedImageError, OSError, SyntaxError, ...)
-        raise InputRejected("bad_image", f"not a decodable JPEG or PNG: {error}") from None
+        # Pillow names its file object in some messages ("cannot identify image file <_io.BytesIO ...>"): say
+        # what happened without that
+        detail = re.sub(r"\s*<[^>]*>", "", str(error)).strip() or type(error).__name__
+        raise InputRejected("bad_image", f"not a decodable JPEG or PNG: {detail}") from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if card_input.channel_order == "bgr":

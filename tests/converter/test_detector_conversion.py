@@ -74,6 +74,40 @@ def test_blazeface_tflite_with_a_card(photos, tmp_path, capsys):
     assert report["stages"][0]["boxes"]["rate"] == 1.0 and report["gate"]["passed"]
 
 
+#: the other BlazeFace variants the same wheel ships: only the card differs (MediaPipe's face_detection_*.pbtxt)
+OTHER_BLAZEFACES = {
+    "blazeface-back": {"height: 128, width: 128": "height: 256, width: 256",
+                       "strides: [8, 16, 16, 16], min_scale: 0.1484375":
+                           "strides: [16, 32, 32, 32], min_scale: 0.15625",
+                       "x_scale: 128, y_scale: 128, w_scale: 128, h_scale: 128":
+                           "x_scale: 256, y_scale: 256, w_scale: 256, h_scale: 256"},
+    "blazeface-full-range": {"height: 128, width: 128": "height: 192, width: 192",
+                             "num_layers: 4, strides: [8, 16, 16, 16]": "num_layers: 1, strides: [4]",
+                             "interpolated_scale_aspect_ratio: 1.0": "interpolated_scale_aspect_ratio: 0.0",
+                             "x_scale: 128, y_scale: 128, w_scale: 128, h_scale: 128":
+                                 "x_scale: 192, y_scale: 192, w_scale: 192, h_scale: 192",
+                             "boxes: regressors, scores: classificators":
+                                 "boxes: reshaped_regressor_face_4, scores: reshaped_classifier_face_4"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_BLAZEFACES))
+def test_other_ssd_face_detectors_need_only_their_card(name, photos, tmp_path, capsys):
+    """Not fitted to one model: other anchor layouts (1 layer of 2304 anchors; 4 layers at 256 px) decode alike."""
+    calibration, evaluation = photos
+    text = BLAZEFACE_CARD
+    for old, new in OTHER_BLAZEFACES[name].items():
+        assert old in text
+        text = text.replace(old, new)
+    card = tmp_path / f"{name}.card.yaml"
+    card.write_text(text)
+    result = converted(tmp_path, capsys, str(model_path(name)), "--target", "x86_64", "--card", str(card),
+                       "--calibration", str(calibration), "--eval", str(evaluation), "--no-latency")
+    report = result["report"]
+    assert report["detection"]["by_label"]["face"] >= 30  # the LFW collages hold 54 faces
+    assert report["stages"][0]["boxes"]["rate"] == 1.0 and report["gate"]["passed"]
+
+
 def test_a_card_overrides_what_the_metadata_says(photos, tmp_path, capsys):
     calibration, evaluation = photos
     card = tmp_path / "card.yaml"

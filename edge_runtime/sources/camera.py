@@ -28,9 +28,10 @@ import numpy as np
 from pydantic import Field
 
 from edge_runtime.card import ImageInput
+from edge_runtime.decode import MAX_IMAGE_PIXELS
 from edge_runtime.sources.base import BaseSourceConfig, SourceContext, SourceUnavailable, ThreadedSource
 from edge_runtime.sources.pacing import Clock, Pacer, Wait
-from edge_runtime.stream import ImageFrame
+from edge_runtime.stream import ImageFrame, InputRejected
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,11 @@ class CameraSource(ThreadedSource):
                         ts = wall_start + (offset or 0.0)
                     else:
                         ts = time.time()
+                    if frame.width * frame.height > MAX_IMAGE_PIXELS:  # bounded before it becomes an array
+                        self.context.sink.reject(InputRejected(
+                            "bad_image", f"frame is {frame.width}x{frame.height}, more than {MAX_IMAGE_PIXELS} "
+                            "pixels: lower the camera's resolution"), source=self.describe())
+                        continue
                     self._deliver(frame.to_ndarray(format=_PIXEL_FORMATS[self.spec.channel_order]), ts)
                     if self._stop.is_set():
                         return False

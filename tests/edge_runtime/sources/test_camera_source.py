@@ -53,6 +53,17 @@ def test_a_file_as_fast_as_the_model_goes_delivers_every_decoded_frame(video, si
                                "frames": {"decoded": 15, "skipped": 0, "delivered": 15}}
 
 
+def test_frames_larger_than_the_pixel_cap_are_rejected_before_they_become_arrays(monkeypatch, video, sink,
+                                                                                   make_context, image_card):
+    from edge_runtime.sources import camera as camera_module
+
+    monkeypatch.setattr(camera_module, "MAX_IMAGE_PIXELS", WIDTH * HEIGHT - 1)  # this file's frames are one too many
+    source = camera(make_context(image_card()), video, realtime=False)
+    play(source, sink)
+    assert sink.items == [] and sink.reasons == ["bad_image"] * 15
+    assert f"frame is {WIDTH}x{HEIGHT}" in str(sink.rejections[0][0])
+
+
 def test_a_file_plays_at_its_own_frame_rate(video, sink, make_context, image_card):
     """An injected clock: each frame is waited for until its presentation time, 0.1 s apart at 10 fps."""
     now = [0.0]

@@ -4,13 +4,13 @@ runtimes (which would die with SIGSEGV) when /proc/cpuinfo lacks the lines they 
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 import pytest
 
 from edge_runtime.cli import main
+from tests.support.board_trees import board_trees
 
-TREES = Path(__file__).resolve().parent / "hardware" / "trees"
+TREES = board_trees()
 
 
 def check(capsys, tmp_path, monkeypatch, tree: str, arch: str = "aarch64", board: str | None = None):
